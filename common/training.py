@@ -43,7 +43,6 @@ class Run:
     model_dir: Path
     strategy: tf.distribute.Strategy
     is_chief: bool
-    initial_epoch: int
     started: float
     timer: timing.StepTimer | None = None
 
@@ -64,6 +63,7 @@ def start(recipe: str, argv: list[str] | None = None) -> Run:
             f"--global_batch_size={FLAGS.global_batch_size} does not split evenly over "
             f"{strategy.num_replicas_in_sync} replicas"
         )
+    logging.set_verbosity(logging.WARNING)  # TensorFlow's INFO lines drown the progress
     tf.keras.utils.set_random_seed(FLAGS.seed)
     tf.config.experimental.enable_op_determinism()
     if FLAGS.mixed_precision:
@@ -92,21 +92,23 @@ def start(recipe: str, argv: list[str] | None = None) -> Run:
         model_dir=model_dir,
         strategy=strategy,
         is_chief=chief,
-        initial_epoch=_saved_epoch(model_dir / BACKUP_SUBDIR),
         started=time.time(),
     )
     print(
         f"[{recipe}] config={config} strategy={FLAGS.strategy} replicas={run.num_replicas} "
-        f"run directory={model_dir}"
-        + (f" (resuming after epoch {run.initial_epoch})" if run.initial_epoch else ""),
+        f"run directory={model_dir}",
         flush=True,
     )
     return run
 
 
-def _saved_epoch(backup_dir: Path) -> int:
-    """The number of epochs a BackupAndRestore backup holds (0 without a backup)."""
-    checkpoint = tf.train.latest_checkpoint(str(backup_dir / "chief"))
+def _backup_dir(run: Run, name: str) -> Path:
+    return run.model_dir / BACKUP_SUBDIR / name if name else run.model_dir / BACKUP_SUBDIR
+
+
+def saved_epoch(run: Run, name: str = "") -> int:
+    """The number of epochs the backup of model `name` holds (0 without a backup)."""
+    checkpoint = tf.train.latest_checkpoint(str(_backup_dir(run, name) / "chief"))
     if not checkpoint:
         return 0
     reader = tf.train.load_checkpoint(checkpoint)
@@ -117,7 +119,7 @@ def _saved_epoch(backup_dir: Path) -> int:
 
 
 def training_stream(
-    examples: tf.data.Dataset, run: Run, shuffle_buffer: int | None = None
+    examples: tf.data.Dataset, run: Run, shuffle_buffer: int | None = None, name: str = ""
 ) -> tuple[tf.data.Dataset, int]:
     """Endless global batches of `examples`, reshuffled each epoch; and steps per epoch.
 
@@ -125,6 +127,7 @@ def training_stream(
     backup holds: it sees the same batches as an uninterrupted run. The remainder that
     does not fill a global batch is dropped each epoch, so every step has the full
     global batch and splits evenly over replicas (an uneven split would skew the mean).
+    `name` is that of the model trained on it, when a run trains several (see `fit`).
     """
     size = int(examples.cardinality())
     if size < 0:
@@ -143,16 +146,20 @@ def training_stream(
             batch, drop_remainder=True
         )
 
-    stream = tf.data.Dataset.range(run.initial_epoch, 1 << 30).flat_map(one_epoch)
+    first_epoch = saved_epoch(run, name)
+    if first_epoch:
+        print(f"[{run.recipe}] resuming {name or 'the model'} after epoch {first_epoch}",
+              flush=True)
+    stream = tf.data.Dataset.range(first_epoch, 1 << 30).flat_map(one_epoch)
     return stream.prefetch(tf.data.AUTOTUNE), steps
 
 
 class _EpochLog(tf.keras.callbacks.Callback):
     """Appends each epoch's metrics as one JSON line and prints a progress line."""
 
-    def __init__(self, run: Run, epochs: int):
+    def __init__(self, run: Run, epochs: int, name: str):
         super().__init__()
-        self.run, self.epochs = run, epochs
+        self.run, self.epochs, self.name = run, epochs, name
         self.path = run.model_dir / "metrics.jsonl"
         self._epoch_start = 0.0
 
@@ -163,10 +170,12 @@ class _EpochLog(tf.keras.callbacks.Callback):
         logs = {key: float(value) for key, value in (logs or {}).items()}
         seconds = time.perf_counter() - self._epoch_start
         with self.path.open("a") as log:
-            log.write(json.dumps({"epoch": epoch + 1, "seconds": seconds, **logs}) + "\n")
+            tag = {"model": self.name} if self.name else {}
+            log.write(json.dumps({**tag, "epoch": epoch + 1, "seconds": seconds, **logs}) + "\n")
         shown = "  ".join(f"{key}={value:.4g}" for key, value in logs.items())
-        print(f"[{self.run.recipe}] epoch {epoch + 1}/{self.epochs} {seconds:.1f}s  {shown}",
-              flush=True)
+        where = f"{self.name} " if self.name else ""
+        print(f"[{self.run.recipe}] {where}epoch {epoch + 1}/{self.epochs} {seconds:.1f}s  "
+              f"{shown}", flush=True)
 
 
 class _CrashAt(tf.keras.callbacks.Callback):
@@ -191,23 +200,31 @@ def fit(
     validation_data=None,
     epochs: int | None = None,
     callbacks: list | tuple = (),
+    name: str = "",
 ) -> tf.keras.callbacks.History:
     """`model.fit` with timing, TensorBoard, BackupAndRestore, TerminateOnNaN, JSON log.
 
     The backup is saved per epoch: an integer `save_freq` would resume at the saved step
-    with a restarted data iterator, silently training on the wrong batches.
+    with a restarted data iterator, silently training on the wrong batches. A run that
+    trains several models (seeds, baselines) gives each a `name`: its own backup, and
+    its own tag in metrics.jsonl. The step timing kept is that of the last model.
     """
     epochs = epochs or FLAGS.epochs
     run.timer = timing.StepTimer(FLAGS.global_batch_size)
     standard = [
         run.timer,
         tf.keras.callbacks.TerminateOnNaN(),
-        tf.keras.callbacks.BackupAndRestore(str(run.model_dir / BACKUP_SUBDIR), save_freq="epoch"),
-        tf.keras.callbacks.TensorBoard(str(run.model_dir / "tensorboard"), profile_batch=0),
-        _EpochLog(run, epochs),
+        tf.keras.callbacks.BackupAndRestore(str(_backup_dir(run, name)), save_freq="epoch"),
+        tf.keras.callbacks.TensorBoard(
+            str(run.model_dir / "tensorboard" / (name or "model")), profile_batch=0
+        ),
+        _EpochLog(run, epochs, name),
     ]
     if FLAGS.simulate_crash_at_step:
         standard.append(_CrashAt(FLAGS.simulate_crash_at_step))
+    if not model.built:  # BackupAndRestore can only restore into built variables
+        with run.strategy.scope():
+            model(next(iter(train_data))[0])
     history = model.fit(
         train_data,
         steps_per_epoch=steps_per_epoch,
@@ -295,16 +312,16 @@ def _finite(value) -> bool:
 
 
 def print_summary(record: dict) -> None:
-    """Prints the metrics beside the baselines and published references."""
-    recipe = record["recipe"]
-    names = list(record["metrics"])
+    """Prints the metrics beside the baselines (with intervals where recorded)."""
+    metrics = record["metrics"]
     baselines = record.get("baselines", {})
-    header = f"{'metric':<28}{'this run':>12}" + "".join(f"{b[:14]:>16}" for b in baselines)
-    print(f"\n[{recipe}] results of config {record['config']}: {record['command']}")
-    print(header)
+    names = [name for name in metrics if not name.endswith(("_ci_low", "_ci_high"))]
+    width = max(len(name) for name in names) + 2
+    print(f"\n[{record['recipe']}] results of config {record['config']}: {record['command']}")
+    print(f"{'metric':<{width}}{'this run':>26}" + "".join(f"{b[:24]:>26}" for b in baselines))
     for name in names:
-        row = f"{name:<28}{_show(record['metrics'][name]):>12}"
-        row += "".join(f"{_show(values.get(name)):>16}" for values in baselines.values())
+        row = f"{name:<{width}}{_show(metrics, name):>26}"
+        row += "".join(f"{_show(values, name):>26}" for values in baselines.values())
         print(row)
     for reference in record.get("references", []):
         print(
@@ -321,12 +338,17 @@ def print_summary(record: dict) -> None:
     print(flush=True)
 
 
-def _show(value) -> str:
+def _show(values: dict, name: str) -> str:
+    """`values[name]`, with its interval "[low, high]" when recorded."""
+    value = values.get(name)
     if value is None:
         return "-"
-    if isinstance(value, float):
+    if not isinstance(value, float):
+        return str(value)
+    low, high = values.get(f"{name}_ci_low"), values.get(f"{name}_ci_high")
+    if low is None or high is None:
         return f"{value:.4f}"
-    return str(value)
+    return f"{value:.4f} [{low:.4f}, {high:.4f}]"
 
 
 def cli(train: Callable[[], dict]) -> None:

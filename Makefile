@@ -1,0 +1,34 @@
+# The two commands of a fresh clone:  make train  (the ranking recipe)  and  make test.
+# Each creates the virtual environment .venv and installs pyproject.toml's dependencies
+# the first time (and again whenever pyproject.toml changes).
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+INSTALLED := $(VENV)/.installed
+
+.PHONY: train test reproduce tables benchmark clean
+
+$(INSTALLED): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet ".[test]"
+	touch $(INSTALLED)
+
+train: $(INSTALLED)  ## the ranking recipe on its offline default data
+	$(BIN)/python recipes/ranking/train.py $(ARGS)
+
+test: $(INSTALLED)  ## every test; no network
+	$(BIN)/python -m pytest $(ARGS)
+
+reproduce: $(INSTALLED)  ## re-run the published configs and compare: make reproduce ARGS=ranking
+	$(BIN)/python scripts/reproduce.py $(ARGS)
+
+tables: $(INSTALLED)  ## regenerate the README tables from results/
+	$(BIN)/python scripts/make_tables.py
+
+benchmark: $(INSTALLED)  ## make benchmark ARGS=losses  or  ARGS=ranking
+	$(BIN)/python scripts/benchmark.py $(ARGS)
+
+clean:
+	rm -rf $(VENV) runs

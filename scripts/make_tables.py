@@ -1,0 +1,131 @@
+"""Regenerates the results tables of the READMEs from the published records.
+
+    python scripts/make_tables.py           # rewrite the tables in place
+    python scripts/make_tables.py --check   # exit 1 if a README is out of date
+
+Recipe READMEs get, between `<!-- results:begin -->` and `<!-- results:end -->`, one
+section per published record: metrics beside baselines, the record's own tables,
+published references, timing and plots. The top README gets one row per recipe
+between `<!-- recipes:begin -->` and `<!-- recipes:end -->`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+REPOSITORY = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPOSITORY))
+
+from common import results  # noqa: E402
+
+SUFFIXES = ("_ci_low", "_ci_high")
+
+
+def cell(values: dict, name: str) -> str:
+    value = values.get(name)
+    if value is None:
+        return "–"
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return str(value)
+    text = f"{value:.4g}" if abs(value) < 1e4 else f"{value:,.0f}"
+    low, high = values.get(name + SUFFIXES[0]), values.get(name + SUFFIXES[1])
+    return f"{text} [{low:.4g}, {high:.4g}]" if low is not None and high is not None else text
+
+
+def table(columns: list, rows: list) -> list[str]:
+    lines = ["| " + " | ".join(map(str, columns)) + " |", "|" + "---|" * len(columns)]
+    for row in rows:
+        shown = [f"{v:.4g}" if isinstance(v, float) else str(v) for v in row]
+        lines.append("| " + " | ".join(shown) + " |")
+    return lines
+
+
+def headline(record: dict) -> str:
+    return record.get("headline") or next(iter(record.get("tolerances") or record["metrics"]))
+
+
+def record_section(record: dict, path: Path, readme_dir: Path) -> list[str]:
+    metrics, baselines = record["metrics"], record.get("baselines", {})
+    names = [n for n in metrics if not n.endswith(SUFFIXES)]
+    lines = [f"### `{record['config']}`", "", f"`{record['command']}`", ""]
+    lines += table(["metric", "this run", *baselines],
+                   [[n, cell(metrics, n), *(cell(b, n) for b in baselines.values())]
+                    for n in names])
+    for name, extra in record.get("tables", {}).items():
+        lines += ["", f"**{name}**", ""] + table(extra["columns"], extra["rows"])
+    if record.get("references"):
+        lines += ["", "Published reference numbers:", ""]
+        lines += [f"- {r['name']}: {r.get('metric', '')} {r['value']} ({r['source']})"
+                  for r in record["references"]]
+    timing = record.get("timing", {})
+    device = record.get("device", {})
+    if "examples_per_second" in timing:
+        lines += ["", f"Timing: {timing['examples_per_second']:,.0f} examples/s, median step "
+                  f"{timing['median_step_seconds'] * 1000:.1f} ms, wall {timing['wall_seconds']:.0f} s "
+                  f"on {device.get('cpu', '?')} ({device.get('cpu_count', '?')} cores"
+                  f"{', GPUs: ' + ', '.join(device['gpus']) if device.get('gpus') else ''}); "
+                  f"TensorFlow {record['versions'].get('tensorflow')}, seed {record['seed']}, "
+                  f"commit {str(record.get('git_commit'))[:12]}."]
+    for image in sorted(path.parent.glob(f"{record['config']}-*.png")):
+        relative = Path("..") / ".." / image.relative_to(REPOSITORY)
+        if readme_dir == REPOSITORY:
+            relative = image.relative_to(REPOSITORY)
+        lines += ["", f"![{image.stem}]({relative.as_posix()})"]
+    return lines + [""]
+
+
+def replace_between(text: str, begin: str, end: str, body: list[str]) -> str:
+    if begin not in text or end not in text:
+        return text
+    head, rest = text.split(begin, 1)
+    _, tail = rest.split(end, 1)
+    return head + begin + "\n" + "\n".join(body) + "\n" + end + tail
+
+
+def render(check: bool = False) -> int:
+    stale = []
+    recipe_rows = []
+    for recipe_dir in sorted((REPOSITORY / "recipes").glob("*/")):
+        readme = recipe_dir / "README.md"
+        records = [(results.load(p), p) for p in results.published(recipe_dir.name)]
+        if not records:
+            continue
+        body = []
+        for record, path in records:
+            body += record_section(record, path, recipe_dir)
+        if readme.exists():
+            updated = replace_between(readme.read_text(), "<!-- results:begin -->",
+                                      "<!-- results:end -->", body)
+            if updated != readme.read_text():
+                stale.append(readme)
+                if not check:
+                    readme.write_text(updated)
+        default = next((r for r, _ in records if r["config"] == "default"), records[0][0])
+        key = headline(default)
+        best = max(default.get("baselines", {}).items(),
+                   key=lambda item: item[1].get(key, float("-inf")), default=(None, {}))
+        recipe_rows.append([f"[{recipe_dir.name}](recipes/{recipe_dir.name}/README.md)",
+                            default["dataset"].get("name", "?"), key,
+                            cell(default["metrics"], key),
+                            f"{best[0]}: {cell(best[1], key)}" if best[0] else "–"])
+    readme = REPOSITORY / "README.md"
+    if readme.exists() and recipe_rows:
+        body = table(["recipe", "default data", "headline metric", "this recipe",
+                      "best baseline (same run)"], recipe_rows)
+        updated = replace_between(readme.read_text(), "<!-- recipes:begin -->",
+                                  "<!-- recipes:end -->", body)
+        if updated != readme.read_text():
+            stale.append(readme)
+            if not check:
+                readme.write_text(updated)
+    for path in stale:
+        print(f"{'out of date' if check else 'updated'}: {path.relative_to(REPOSITORY)}")
+    return 1 if check and stale else 0
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description="Regenerate README tables from results/.")
+    parser.add_argument("--check", action="store_true", help="only report stale READMEs")
+    sys.exit(render(parser.parse_args().check))

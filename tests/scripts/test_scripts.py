@@ -1,0 +1,78 @@
+"""The scripts, each run on a copy of the repository in a temporary directory."""
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+RECIPE = "ranking"
+
+
+@pytest.fixture
+def copy(repository, tmp_path) -> Path:
+    """The repository's code (not its results or runs) copied to a temporary folder."""
+    target = tmp_path / "repo"
+    ignore = shutil.ignore_patterns("__pycache__", ".venv", "runs", ".git", "results")
+    for folder in ("common", "scripts", "tests"):
+        shutil.copytree(repository / folder, target / folder, ignore=ignore)
+    (target / "recipes").mkdir()
+    shutil.copy(repository / "recipes" / "__init__.py", target / "recipes")
+    shutil.copytree(repository / "recipes" / RECIPE, target / "recipes" / RECIPE, ignore=ignore)
+    (target / "results").mkdir()
+    shutil.copy(repository / "pyproject.toml", target)
+    return target
+
+
+def run(copy: Path, *command, timeout=900):
+    return subprocess.run([sys.executable, *command], cwd=copy, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def test_fork_then_the_copy_passes_its_smoke_test(copy):
+    forked = run(copy, "scripts/new_recipe.py", RECIPE, "my_ranking")
+    assert forked.returncode == 0, forked.stderr
+    train = (copy / "recipes" / "my_ranking" / "train.py").read_text()
+    assert "recipes.my_ranking" in train and f"recipes.{RECIPE} " not in train
+    test_file = copy / "tests" / "recipes" / "test_my_ranking.py"
+    assert '"my_ranking"' in test_file.read_text()
+    smoke = run(copy, "-m", "pytest", "-q", str(test_file), "-k", "smoke_one_device",
+                "-p", "no:cacheprovider")
+    assert smoke.returncode == 0, smoke.stdout[-3000:]
+    assert "1 passed" in smoke.stdout
+    again = run(copy, "scripts/new_recipe.py", RECIPE, "my_ranking")
+    assert again.returncode == 2 and "already exists" in again.stderr
+
+
+def test_publish_reproduce_and_tables(copy):
+    published = run(copy, f"recipes/{RECIPE}/train.py", "--smoke", "--epochs=2", "--publish",
+                    f"--model_dir={copy / 'runs' / 'a'}")
+    assert published.returncode == 0, published.stderr[-3000:]
+    record_path = copy / "results" / RECIPE / "default.json"
+    record = json.loads(record_path.read_text())
+    assert record["tolerances"] and record["config"] == "default"
+
+    reproduced = run(copy, "scripts/reproduce.py", RECIPE)
+    assert reproduced.returncode == 0, reproduced.stdout[-3000:]
+    assert "0 missed" in reproduced.stdout
+
+    # A published number the code no longer reaches is reported as a miss.
+    metric = next(iter(record["tolerances"]))
+    record["metrics"][metric] += 10 * record["tolerances"][metric]
+    record_path.write_text(json.dumps(record))
+    missed = run(copy, "scripts/reproduce.py", f"{RECIPE}/default")
+    assert missed.returncode == 1
+    assert "MISS" in missed.stdout and metric in missed.stdout
+
+    assert run(copy, "scripts/reproduce.py", "no_such_recipe").returncode != 0
+
+    readme = copy / "recipes" / RECIPE / "README.md"
+    readme.write_text("# x\n<!-- results:begin -->\nold\n<!-- results:end -->\n")
+    tables = run(copy, "scripts/make_tables.py")
+    assert tables.returncode == 0, tables.stderr
+    text = readme.read_text()
+    assert "old" not in text and f"{record['metrics'][metric]:.4g}" in text
+    assert "item_mean" in text
+    assert run(copy, "scripts/make_tables.py", "--check").returncode == 0

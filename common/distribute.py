@@ -58,6 +58,9 @@ def get_strategy(name: str, num_cpu_devices: int = 1) -> tf.distribute.Strategy:
     multi_worker: MultiWorkerMirroredStrategy from the TF_CONFIG environment variable.
     tpu: TPUStrategy on the TPU the cluster resolver finds.
     """
+    gpus = tf.config.list_physical_devices("GPU")
+    if name == "auto" and (len(gpus) > 1 or (not gpus and num_cpu_devices > 1)):
+        name = "mirrored"  # the same strategy, so it must be the same object
     key = (name, num_cpu_devices)
     if key not in _STRATEGIES:
         _STRATEGIES[key] = _build(name, num_cpu_devices)
@@ -115,13 +118,20 @@ def _multi_worker() -> tf.distribute.Strategy:
         )
     try:
         config = json.loads(raw)
-        workers = config["cluster"]["worker"]
-        config["task"]["index"]
+        cluster = tf.train.ClusterSpec(config["cluster"])
+        task_type, task_index = config["task"]["type"], int(config["task"]["index"])
     except (ValueError, KeyError, TypeError) as error:
-        raise StrategyError(f"TF_CONFIG is not a valid cluster spec: {error}") from error
-    if not workers:
-        raise StrategyError("TF_CONFIG lists no workers")
-    return tf.distribute.MultiWorkerMirroredStrategy()
+        raise StrategyError(f"TF_CONFIG is not a valid cluster spec: {error!r}") from error
+    if task_type not in cluster.jobs:
+        raise StrategyError(f"TF_CONFIG: task type {task_type!r} is not a job of the cluster "
+                            f"({', '.join(cluster.jobs)})")
+    if not 0 <= task_index < cluster.num_tasks(task_type):
+        raise StrategyError(f"TF_CONFIG: task index {task_index} is outside the "
+                            f"{cluster.num_tasks(task_type)} {task_type} task(s)")
+    try:
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    except (ValueError, TypeError) as error:
+        raise StrategyError(f"TF_CONFIG: {error}") from error
 
 
 def is_chief(strategy: tf.distribute.Strategy) -> bool:

@@ -32,6 +32,8 @@ def ndcg(labels, scores, k: int | None = None, mask=None, gain: str = "exponenti
     (scikit-learn's `ndcg_score`). Discount 1 / log2(rank + 1). A list without any
     positive gain scores 0. Padded items never count.
     """
+    if gain not in ("exponential", "linear"):
+        raise ValueError(f"gain must be 'exponential' or 'linear', not {gain!r}")
     labels, scores, mask = _ranking_inputs(labels, scores, mask)
     gains = np.exp2(labels) - 1.0 if gain == "exponential" else labels
     gains = np.where(mask, gains, 0.0)

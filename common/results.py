@@ -43,7 +43,10 @@ def fingerprint(*arrays) -> str:
     digest = hashlib.sha256()
     for array in arrays:
         if isinstance(array, (str, bytes)):
-            digest.update(array.encode() if isinstance(array, str) else array)
+            data = array.encode() if isinstance(array, str) else array
+            # The length marks where an item ends: moving text between items changes it.
+            digest.update(f"{type(array).__name__}{len(data)}:".encode())
+            digest.update(data)
             continue
         array = np.ascontiguousarray(np.asarray(array))
         if array.dtype == object:
@@ -81,14 +84,14 @@ def git_commit() -> str | None:
     return commit + ("+dirty" if dirty else "")
 
 
-def _plain(value):
+def plain(value):
     """JSON-safe copy: NumPy scalars to Python, NaN/inf to strings (JSON has neither)."""
     if isinstance(value, dict):
-        return {str(key): _plain(item) for key, item in value.items()}
+        return {str(key): plain(item) for key, item in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_plain(item) for item in value]
+        return [plain(item) for item in value]
     if isinstance(value, np.ndarray):
-        return _plain(value.tolist())
+        return plain(value.tolist())
     if isinstance(value, np.generic):
         value = value.item()
     if isinstance(value, float) and not math.isfinite(value):
@@ -101,7 +104,7 @@ def write(record: dict, path: str | os.PathLike) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_suffix(path.suffix + ".tmp")
-    temporary.write_text(json.dumps(_plain(record), indent=2, sort_keys=False) + "\n")
+    temporary.write_text(json.dumps(plain(record), indent=2, sort_keys=False) + "\n")
     temporary.replace(path)
     return path
 

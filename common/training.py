@@ -171,7 +171,8 @@ class _EpochLog(tf.keras.callbacks.Callback):
         seconds = time.perf_counter() - self._epoch_start
         with self.path.open("a") as log:
             tag = {"model": self.name} if self.name else {}
-            log.write(json.dumps({**tag, "epoch": epoch + 1, "seconds": seconds, **logs}) + "\n")
+            line = {**tag, "epoch": epoch + 1, "seconds": seconds, **logs}
+            log.write(json.dumps(results.plain(line)) + "\n")
         shown = "  ".join(f"{key}={value:.4g}" for key, value in logs.items())
         where = f"{self.name} " if self.name else ""
         print(f"[{self.run.recipe}] {where}epoch {epoch + 1}/{self.epochs} {seconds:.1f}s  "
@@ -256,6 +257,8 @@ def finish(
     `artifacts` are files in the run directory (plots) that are published beside the
     record. Returns the record.
     """
+    if not metrics:
+        raise ValueError("finish: no metrics to record")
     bad = {name: value for name, value in metrics.items() if not _finite(value)}
     if bad:
         raise FloatingPointError(f"non-finite metrics, nothing recorded: {bad}")

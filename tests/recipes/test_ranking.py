@@ -53,7 +53,7 @@ def test_smoke_one_device_beats_random(run_recipe):
     assert set(result.record["baselines"]) == {"item_mean", "popularity", "random"}
     history = [line for line in result.record["history"]]
     assert len(history) == 5 and history[-1]["loss"] < history[0]["loss"]
-    assert "[ranking] epoch 5/5" in result.stdout
+    assert f"[{RECIPE}] epoch 5/5" in result.stdout
 
 
 def test_smoke_mirrored_two_replicas_matches_one_device(run_recipe):

@@ -1,0 +1,253 @@
+"""The shared run: the training stream, fit + finish and the run directory, resuming."""
+
+import json
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from common import flags as common_flags
+from common import metrics, results, training
+
+FLAGS = common_flags.FLAGS
+
+
+@pytest.fixture(autouse=True)
+def _isolated(monkeypatch, tmp_path):
+    """Published records go to tmp_path/published; flags are unparsed afterwards."""
+    monkeypatch.setattr(results, "RESULTS_DIR", tmp_path / "published")
+    yield
+    FLAGS.unparse_flags()
+
+
+def _start(model_dir, *flags) -> training.Run:
+    """A run of the recipe "toy" as `train.py --model_dir=... --strategy=cpu *flags`."""
+    argv = [f"--model_dir={model_dir}", "--strategy=cpu", *flags]
+    common_flags.parse(argv)
+    return training.start("toy", argv)
+
+
+def _epochs(stream, steps: int, count: int) -> list[np.ndarray]:
+    """The first `count` epochs of a stream, each as one array of example ids."""
+    batches = list(stream.take(steps * count).as_numpy_iterator())
+    assert all(len(batch) == FLAGS.global_batch_size for batch in batches)
+    return [np.concatenate(batches[e * steps:(e + 1) * steps]) for e in range(count)]
+
+
+# --- the training stream -------------------------------------------------------------
+
+@pytest.mark.parametrize("size, batch", [(23, 5), (24, 6), (7, 7)])
+def test_each_epoch_is_a_permutation_minus_the_remainder(tmp_path, size, batch):
+    run = _start(tmp_path / "run", f"--global_batch_size={batch}")
+    stream, steps = training.training_stream(tf.data.Dataset.range(size), run)
+    assert steps == size // batch
+    epochs = _epochs(stream, steps, 3)
+    for epoch in epochs:
+        assert len(epoch) == steps * batch
+        assert len(np.unique(epoch)) == len(epoch)  # no example twice in an epoch
+        assert np.isin(epoch, np.arange(size)).all()
+    if size > batch:
+        assert not np.array_equal(epochs[0], np.arange(steps * batch))  # shuffled
+        assert not np.array_equal(epochs[0], epochs[1])  # and reshuffled each epoch
+
+
+def test_same_seed_same_stream_other_seed_other_stream(tmp_path):
+    examples = tf.data.Dataset.range(30)
+    streams = {}
+    for label, seed in (("first", 7), ("again", 7), ("other", 8)):
+        run = _start(tmp_path / label, "--global_batch_size=4", f"--seed={seed}")
+        stream, steps = training.training_stream(examples, run)
+        streams[label] = np.stack(_epochs(stream, steps, 2))
+    np.testing.assert_array_equal(streams["first"], streams["again"])
+    assert not np.array_equal(streams["first"], streams["other"])
+
+
+def test_stream_rejects_too_large_batch_and_unknown_size(tmp_path):
+    run = _start(tmp_path / "run", "--global_batch_size=24")
+    with pytest.raises(ValueError, match="global_batch_size=24"):
+        training.training_stream(tf.data.Dataset.range(23), run)
+    with pytest.raises(ValueError):
+        training.training_stream(tf.data.Dataset.range(50).repeat(), run)
+    with pytest.raises(ValueError):
+        training.training_stream(tf.data.Dataset.range(50).filter(lambda i: i > 3), run)
+
+
+def test_start_with_mirrored_needs_a_batch_that_splits_over_replicas(tmp_path, mirrored_strategy):
+    mirrored = ("--strategy=mirrored", "--num_cpu_devices=2")
+    with pytest.raises(ValueError, match="global_batch_size=5"):
+        _start(tmp_path / "odd", *mirrored, "--global_batch_size=5")
+    run = _start(tmp_path / "even", *mirrored, "--global_batch_size=4")
+    assert run.strategy is mirrored_strategy
+    assert run.num_replicas == 2
+
+
+# --- fit and finish ------------------------------------------------------------------
+
+def _regression(size: int):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(size, 3)).astype(np.float32)
+    y = x @ np.array([[1.0], [-2.0], [0.5]], np.float32) + 0.1 * rng.normal(size=(size, 1))
+    return x, y.astype(np.float32)
+
+
+def _model(run: training.Run) -> tf.keras.Model:
+    with run.strategy.scope():
+        model = tf.keras.Sequential(
+            [tf.keras.layers.Dense(4, activation="tanh"), tf.keras.layers.Dense(1)]
+        )  # not built: fit builds it before BackupAndRestore needs its variables
+        model.compile(optimizer=tf.keras.optimizers.Adam(0.05), loss="mse")
+    return model
+
+
+def _jsonl(path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_fit_and_finish_write_the_run_directory_and_not_results(tmp_path):
+    model_dir = tmp_path / "run"
+    run = _start(model_dir, "--epochs=2", "--global_batch_size=8")
+    x, y = _regression(43)  # 5 steps of 8; 3 examples dropped each epoch
+    model = _model(run)
+    stream, steps = training.training_stream(tf.data.Dataset.from_tensor_slices((x, y)), run)
+    history = training.fit(run, model, stream, steps_per_epoch=steps)
+    rmse = metrics.rmse(y, model.predict(x, verbose=0))
+    record = training.finish(
+        run, metrics={"rmse": rmse}, tolerances={"rmse": 0.05}, model=model,
+        dataset={"name": "toy", "fingerprint": results.fingerprint(x, y)},
+    )
+
+    recorded_flags = json.loads((model_dir / "flags.json").read_text())["flags"]
+    assert (recorded_flags["epochs"], recorded_flags["global_batch_size"]) == (2, 8)
+    assert recorded_flags["model_dir"] == str(model_dir)
+
+    lines = _jsonl(model_dir / "metrics.jsonl")
+    assert [line["epoch"] for line in lines] == [1, 2]
+    assert [line["loss"] for line in lines] == pytest.approx(history.history["loss"], rel=1e-6)
+
+    saved = json.loads((model_dir / "results.json").read_text())
+    assert saved["metrics"] == {"rmse": pytest.approx(rmse, rel=1e-12)}
+    assert saved["tolerances"] == {"rmse": 0.05}
+    assert (saved["recipe"], saved["config"], saved["seed"]) == ("toy", "default", 42)
+    assert saved["strategy"] == {"name": "cpu", "replicas": 1}
+    assert saved["versions"]["tensorflow"] == tf.__version__
+    assert saved["dataset"]["fingerprint"] == results.fingerprint(x, y)
+    assert [entry["epoch"] for entry in saved["history"]] == [1, 2]
+    timing_info = saved["timing"]
+    assert timing_info["steps_timed"] == 2 * 5 - 1  # every step but the first (tracing)
+    assert timing_info["examples_per_second"] == pytest.approx(
+        8 / timing_info["median_step_seconds"]
+    )
+    assert timing_info["wall_seconds"] > 0
+    assert saved["weights_fingerprint"] == results.fingerprint(*model.get_weights())
+    assert record["weights_fingerprint"] == saved["weights_fingerprint"]
+    assert not (tmp_path / "published").exists()  # no --publish, nothing under results/
+
+
+def test_fit_raises_on_a_nan_loss_after_one_step(tmp_path):
+    run = _start(tmp_path / "run", "--epochs=3", "--global_batch_size=8")
+    x, y = _regression(40)
+    y[:] = np.nan
+    model = _model(run)
+    stream, steps = training.training_stream(tf.data.Dataset.from_tensor_slices((x, y)), run)
+    with pytest.raises(FloatingPointError):
+        training.fit(run, model, stream, steps_per_epoch=steps)
+    # TerminateOnNaN stopped after the first of 15 steps.
+    assert run.timer.summary()["steps_timed"] == 0
+    assert run.timer.summary()["first_step_seconds"] is not None
+
+
+def test_metrics_jsonl_stays_json_with_a_nan_loss(tmp_path):
+    run = _start(tmp_path / "run")
+    training._EpochLog(run, 1, "").on_epoch_end(0, {"loss": np.float32("nan")})
+
+    def refuse(constant):
+        raise ValueError(constant)
+
+    for line in (run.model_dir / "metrics.jsonl").read_text().splitlines():
+        json.loads(line, parse_constant=refuse)
+
+
+def test_publish_writes_record_and_artifacts_under_results(tmp_path):
+    flagfile = tmp_path / "smoke.cfg"
+    flagfile.write_text("--epochs=1\n")
+    argv = [f"--flagfile={flagfile}", f"--model_dir={tmp_path / 'run'}", "--strategy=cpu",
+            "--publish"]
+    common_flags.parse(argv)
+    run = training.start("toy", argv)
+    assert run.config == "smoke"
+    assert run.command == "python recipes/toy/train.py " + " ".join(argv)
+    plot = run.model_dir / "ndcg.png"
+    plot.write_bytes(b"\x89PNG not really")
+    training.finish(run, metrics={"ndcg": 0.75}, dataset={"name": "toy"}, artifacts=[plot])
+
+    published = tmp_path / "published" / "toy" / "smoke.json"
+    assert results.published("toy") == [published]
+    assert results.load(published) == results.load(run.model_dir / "results.json")
+    assert results.load(published)["metrics"] == {"ndcg": 0.75}
+    assert (published.parent / "smoke-ndcg.png").read_bytes() == b"\x89PNG not really"
+
+
+def test_publish_only_from_the_chief(tmp_path):
+    run = _start(tmp_path / "run", "--publish")
+    run.is_chief = False  # as on worker 1 of a cluster
+    training.finish(run, metrics={"ndcg": 0.75}, dataset={"name": "toy"})
+    assert results.load(run.model_dir / "results.json")["metrics"] == {"ndcg": 0.75}
+    assert not (tmp_path / "published").exists()
+
+
+@pytest.mark.parametrize("mixed, policy", [(False, "float32"), (True, "mixed_bfloat16")])
+def test_start_sets_the_precision_policy(tmp_path, mixed, policy):
+    assert not tf.config.list_physical_devices("GPU"), "this test expects a GPU-less machine"
+    tf.keras.mixed_precision.set_global_policy("mixed_float16")  # whatever came before
+    _start(tmp_path / "run", f"--mixed_precision={str(mixed).lower()}")
+    assert tf.keras.mixed_precision.global_policy().name == policy
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), np.float32("nan")])
+def test_finish_refuses_a_non_finite_metric_and_writes_nothing(tmp_path, bad):
+    run = _start(tmp_path / "run", "--publish")
+    with pytest.raises(FloatingPointError, match="ndcg"):
+        training.finish(run, metrics={"rmse": 0.5, "ndcg": bad}, dataset={"name": "toy"})
+    assert not (run.model_dir / "results.json").exists()
+    assert not (tmp_path / "published").exists()
+
+
+def test_finish_with_no_metrics_fails_before_writing(tmp_path, monkeypatch):
+    monkeypatch.setattr(results, "RESULTS_DIR", tmp_path / "published")
+    run = _start(tmp_path / "run", "--publish")
+    with pytest.raises(ValueError, match="no metrics"):
+        training.finish(run, metrics={}, dataset={"name": "toy"})
+    assert not (run.model_dir / "results.json").exists()
+    assert not (tmp_path / "published").exists()
+
+
+# --- resuming ------------------------------------------------------------------------
+
+def test_run_killed_mid_epoch_and_restarted_ends_with_the_uninterrupted_weights(tmp_path):
+    x, y = _regression(24)
+    examples = tf.data.Dataset.from_tensor_slices((x, y))
+    shared = ("--epochs=4", "--global_batch_size=4")  # 6 steps per epoch
+
+    def train(model_dir, *flags):
+        run = _start(model_dir, *shared, *flags)
+        model = _model(run)
+        stream, steps = training.training_stream(examples, run)
+        assert steps == 6
+        training.fit(run, model, stream, steps_per_epoch=steps)
+        return run, model
+
+    _, uninterrupted = train(tmp_path / "a")
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        train(tmp_path / "b", "--simulate_crash_at_step=15")  # step 3 of epoch 3
+    assert training.saved_epoch(_start(tmp_path / "b", *shared)) == 2
+    resumed_run, resumed = train(tmp_path / "b")
+
+    for expected, got in zip(uninterrupted.get_weights(), resumed.get_weights(), strict=True):
+        np.testing.assert_array_equal(got, expected)
+    # The restart trained epochs 3 and 4 only (not 4 epochs from scratch) ...
+    assert resumed_run.timer.summary()["steps_timed"] == 2 * 6 - 1
+    a_log = _jsonl(tmp_path / "a" / "metrics.jsonl")
+    b_log = _jsonl(tmp_path / "b" / "metrics.jsonl")
+    assert [line["epoch"] for line in b_log] == [1, 2, 3, 4]
+    # ... and every epoch's loss matches the uninterrupted run's exactly.
+    assert [line["loss"] for line in b_log] == [line["loss"] for line in a_log]

@@ -114,14 +114,17 @@ class RankingModel(tfrs.Model):
     def metrics(self):
         return [self.loss_tracker]
 
+    @tf.function(reduce_retracing=True)
+    def score(self, users: tf.Tensor, movies: tf.Tensor) -> tf.Tensor:
+        """Scores [B, L] of users [B] and their lists of movies [B, L]."""
+        return self({"user": users, "movie": movies}, training=False)
+
 
 def score_lists(model: RankingModel, users: np.ndarray, movies: np.ndarray,
                 batch_size: int = 4096) -> np.ndarray:
     """Scores [N, L] of lists given as users [N] and movies [N, L]."""
-    predict = tf.function(lambda features: model(features, training=False))
     scores = [
-        predict({"user": users[start:start + batch_size],
-                 "movie": movies[start:start + batch_size]}).numpy()
+        model.score(users[start:start + batch_size], movies[start:start + batch_size]).numpy()
         for start in range(0, len(users), batch_size)
     ]
     return np.concatenate(scores)

@@ -37,7 +37,8 @@ def cell(values: dict, name: str) -> str:
 def table(columns: list, rows: list) -> list[str]:
     lines = ["| " + " | ".join(map(str, columns)) + " |", "|" + "---|" * len(columns)]
     for row in rows:
-        shown = [f"{v:.4g}" if isinstance(v, float) else str(v) for v in row]
+        shown = ["–" if v is None else f"{v:.4g}" if isinstance(v, float) else str(v)
+                 for v in row]
         lines.append("| " + " | ".join(shown) + " |")
     return lines
 

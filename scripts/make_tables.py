@@ -85,6 +85,18 @@ def replace_between(text: str, begin: str, end: str, body: list[str]) -> str:
     return head + begin + "\n" + "\n".join(body) + "\n" + end + tail
 
 
+def fill(readme: Path, marker: str, body: list[str], check: bool) -> bool:
+    """Puts `body` between the README's `marker` comments; True if that changed it.
+
+    With `check`, only tells whether it would change.
+    """
+    text = readme.read_text()
+    updated = replace_between(text, f"<!-- {marker}:begin -->", f"<!-- {marker}:end -->", body)
+    if updated != text and not check:
+        readme.write_text(updated)
+    return updated != text
+
+
 def render(check: bool = False) -> int:
     stale = []
     recipe_rows = []
@@ -96,13 +108,8 @@ def render(check: bool = False) -> int:
         body = []
         for record, path in records:
             body += record_section(record, path, recipe_dir)
-        if readme.exists():
-            updated = replace_between(readme.read_text(), "<!-- results:begin -->",
-                                      "<!-- results:end -->", body)
-            if updated != readme.read_text():
-                stale.append(readme)
-                if not check:
-                    readme.write_text(updated)
+        if readme.exists() and fill(readme, "results", body, check):
+            stale.append(readme)
         default = next((r for r, _ in records if r["config"] == "default"), records[0][0])
         key = headline(default)
         best = max(default.get("baselines", {}).items(),
@@ -115,12 +122,8 @@ def render(check: bool = False) -> int:
     if readme.exists() and recipe_rows:
         body = table(["recipe", "default data", "headline metric", "this recipe",
                       "best baseline (same run)"], recipe_rows)
-        updated = replace_between(readme.read_text(), "<!-- recipes:begin -->",
-                                  "<!-- recipes:end -->", body)
-        if updated != readme.read_text():
+        if fill(readme, "recipes", body, check):
             stale.append(readme)
-            if not check:
-                readme.write_text(updated)
     for path in stale:
         print(f"{'out of date' if check else 'updated'}: {path.relative_to(REPOSITORY)}")
     return 1 if check and stale else 0

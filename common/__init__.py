@@ -2,15 +2,22 @@
 
 Importing `common` selects Keras 2 (tf-keras) for `tf.keras`, which
 tensorflow-recommenders needs. It must happen before TensorFlow is first
-imported, so every entry point imports `common` first.
+imported, so every entry point imports `common` first. It also imports TensorFlow
+quietly: the C++ start-up lines (CUDA probing on a CPU machine, oneDNN notices) are
+hidden unless the command line asks for `--verbosity` / `-v` or the environment sets
+TF_CPP_MIN_LOG_LEVEL itself.
 """
 
 import os
 import sys
 
 os.environ["TF_USE_LEGACY_KERAS"] = "1"
-# Quieter start-up: TensorFlow's C++ INFO lines drown the recipe's own output.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
+_VERBOSE = "TF_CPP_MIN_LOG_LEVEL" in os.environ or any(
+    arg.startswith(("--verbosity", "-v=", "--v=")) or arg in ("-v", "--v")
+    for arg in sys.argv[1:]
+)
+if not _VERBOSE:
+    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
 
 
 def _check_keras_2() -> None:
@@ -28,4 +35,22 @@ def _check_keras_2() -> None:
         )
 
 
+def _import_tensorflow_quietly() -> None:
+    """Imports TensorFlow with file descriptor 2 closed to its C++ start-up lines, which
+    are written before its log level is read (abseil's "before InitializeLog" lines)."""
+    if "tensorflow" in sys.modules or _VERBOSE:
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
+        import tensorflow  # noqa: F401
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
 _check_keras_2()
+_import_tensorflow_quietly()

@@ -8,7 +8,9 @@ with a message that names the flag, and `app.run` exits non-zero without a trace
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import shlex
 import sys
 
 from absl import flags
@@ -46,6 +48,11 @@ flags.DEFINE_bool(
 )
 flags.DEFINE_string("dataset", None, "Which data to train on; each recipe lists its options.")
 flags.DEFINE_string("data_dir", None, "Directory where datasets are read or cached.")
+flags.DEFINE_bool(
+    "overwrite",
+    False,
+    "Start over in --model_dir even if it holds a finished run or another configuration's.",
+)
 flags.DEFINE_integer(
     "simulate_crash_at_step",
     0,
@@ -78,6 +85,102 @@ def parse(argv: list[str]) -> list[str]:
     """
     FLAGS.unparse_flags()
     return FLAGS(["train.py", *argv])
+
+
+# Flags that say where or how a run executes, not what it computes: a run directory may
+# be resumed with other values of these (BackupAndRestore restores across strategies).
+NOT_CONFIGURATION = frozenset({
+    "model_dir", "publish", "overwrite", "strategy", "num_cpu_devices", "data_dir",
+    "simulate_crash_at_step",
+})
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """The shared flags' resolved values, handed to `common.training` as one argument."""
+
+    epochs: int
+    global_batch_size: int
+    learning_rate: float
+    seed: int
+    strategy: str
+    num_cpu_devices: int
+    model_dir: str | None
+    publish: bool
+    overwrite: bool
+    smoke: bool
+    jit_compile: bool
+    mixed_precision: bool
+    dataset: str | None
+    data_dir: str | None
+    simulate_crash_at_step: int
+    config: str
+    command: str
+    flags: dict
+
+    @property
+    def configuration(self) -> dict:
+        """The flags that change what a run computes (what its directory belongs to)."""
+        return {name: value for name, value in self.flags.items()
+                if name not in NOT_CONFIGURATION}
+
+
+def settings(argv: list[str] | None = None) -> Settings:
+    """The shared flags of the parsed command line (`argv` without the program name)."""
+    args = sys.argv[1:] if argv is None else argv
+    shared = {field.name: FLAGS[field.name].value for field in dataclasses.fields(Settings)
+              if field.name not in ("config", "command", "flags")}
+    program = sys.argv[0] if argv is None else "train.py"
+    return Settings(**shared, config=config_name(args),
+                    command=shlex.join(["python", _relative(program), *args]),
+                    flags=values())
+
+
+def _relative(program: str) -> str:
+    try:
+        return os.path.relpath(program)
+    except ValueError:
+        return program
+
+
+def given_on_command_line(name: str, argv: list[str]) -> bool:
+    """Whether `--name` (or `--noname`) is written in `argv` itself, not in a flagfile."""
+    prefixes = (f"--{name}=", f"-{name}=")
+    exact = {f"--{name}", f"-{name}", f"--no{name}", f"-no{name}"}
+    return any(arg in exact or arg.startswith(prefixes) for arg in argv)
+
+
+def apply_smoke(smoke: dict, argv: list[str]) -> None:
+    """With --smoke, sets each flag of `smoke` to its smoke value (tiny data, few steps),
+    unless the command line itself sets it. Runs after parsing and before `train()`, so
+    the run's flags.json and record hold the values the run used."""
+    if not FLAGS.smoke:
+        return
+    for name, value in smoke.items():
+        if name not in FLAGS:
+            raise ValueError(f"smoke setting for unknown flag --{name}")
+        if not given_on_command_line(name, argv):
+            FLAGS[name].value = value
+
+
+def help_text(main_module: str) -> str:
+    """The recipe's own flags, then the shared ones: what `--help` prints."""
+    sections = [("flags of this recipe", main_module), ("shared flags (common/flags.py)",
+                                                        __name__)]
+    text = []
+    for title, module in sections:
+        module_flags = sorted(FLAGS.flags_by_module_dict().get(module, []),
+                              key=lambda flag: flag.name)
+        if not module_flags:
+            continue
+        text.append(f"{title}:")
+        for flag in module_flags:
+            default = "" if flag.default is None else f" (default: {flag.default_as_str})"
+            text.append(f"  --{flag.name}: {flag.help}{default}")
+        text.append("")
+    text.append("Presets: --flagfile=recipes/<recipe>/configs/<name>.cfg; "
+                "--helpfull lists absl's and TensorFlow's flags too.")
+    return "\n".join(text)
 
 
 def config_name(argv: list[str] | None = None) -> str:

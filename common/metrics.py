@@ -1,4 +1,4 @@
-"""Evaluation metrics computed in NumPy on whole test splits, with bootstrap intervals.
+"""Ranking metrics computed in NumPy on whole test splits, per list (intervals: common.intervals).
 
 Ranking inputs are `[N, L]` arrays (N lists of L items); `mask` `[N, L]` marks the valid
 items (default: labels >= 0, the TFRS / TF-Ranking padding convention). Ties in the
@@ -63,29 +63,3 @@ def rmse(labels, predictions, mask=None) -> float:
         raise ValueError(f"labels {labels.shape} and predictions {predictions.shape} differ")
     mask = np.ones(labels.shape, bool) if mask is None else np.asarray(mask, bool)
     return float(np.sqrt(np.mean((labels[mask] - predictions[mask]) ** 2)))
-
-
-def bootstrap_interval(
-    values, num_resamples: int = 2000, confidence: float = 0.95, seed: int = 0
-) -> tuple[float, float]:
-    """Percentile bootstrap interval of the mean of `values` `[N]` (resampling N)."""
-    values = np.asarray(values, dtype=np.float64)
-    if values.ndim != 1 or values.size == 0:
-        raise ValueError(f"bootstrap needs a non-empty 1-D array, got shape {values.shape}")
-    rng = np.random.default_rng(seed)
-    means = values[rng.integers(0, values.size, (num_resamples, values.size))].mean(axis=1)
-    tail = (1.0 - confidence) / 2.0
-    low, high = np.quantile(means, [tail, 1.0 - tail])
-    return float(low), float(high)
-
-
-def mean_with_interval(values, seed: int = 0) -> dict:
-    """{"mean", "low", "high", "standard_error"} of per-example values `[N]`."""
-    values = np.asarray(values, dtype=np.float64)
-    low, high = bootstrap_interval(values, seed=seed)
-    return {
-        "mean": float(values.mean()),
-        "low": low,
-        "high": high,
-        "standard_error": float(values.std(ddof=1) / np.sqrt(values.size)) if values.size > 1 else 0.0,
-    }

@@ -1,4 +1,4 @@
-"""Step timing that leaves out tracing and evaluation, device facts, and a benchmark helper."""
+"""Step timing that leaves out tracing and evaluation, and the device facts of a record."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ import os
 import platform
 import statistics
 import time
-from typing import Callable
 
 import common  # noqa: F401  (Keras 2 before TensorFlow)
 import tensorflow as tf
@@ -62,46 +61,8 @@ def device_info() -> dict:
                     break
     except OSError:
         pass
-
-
     gpus = []
     for gpu in tf.config.list_physical_devices("GPU"):
         details = tf.config.experimental.get_device_details(gpu)
         gpus.append(details.get("device_name", gpu.name))
     return {"cpu": cpu_model, "cpu_count": os.cpu_count(), "gpus": gpus}
-
-
-def time_function(fn: Callable[[], object], repeats: int = 20, warmup: int = 2) -> float:
-    """Median seconds of `fn()` after `warmup` calls; results are pulled to the host."""
-    for _ in range(warmup):
-        _sync(fn())
-    seconds = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        _sync(fn())
-        seconds.append(time.perf_counter() - start)
-    return statistics.median(seconds)
-
-
-def time_on_devices(
-    make_fn: Callable[[], Callable[[], object]], repeats: int = 20
-) -> dict[str, float]:
-    """Median seconds of the function `make_fn()` builds, on the CPU and on GPU 0 if any.
-
-    `make_fn` is called inside each device scope so that its variables and constants
-    live on that device.
-    """
-    devices = {"cpu": "/cpu:0"}
-    if tf.config.list_physical_devices("GPU"):
-        devices["gpu"] = "/gpu:0"
-    result = {}
-    for name, device in devices.items():
-        with tf.device(device):
-            result[name] = time_function(make_fn(), repeats=repeats)
-    return result
-
-
-def _sync(value) -> None:
-    for tensor in tf.nest.flatten(value):
-        if isinstance(tensor, (tf.Tensor, tf.Variable)):
-            tensor.numpy()

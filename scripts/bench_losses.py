@@ -23,13 +23,11 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import common  # noqa: F401  (Keras 2 before TensorFlow)
+import numpy as np
+import tensorflow as tf
 
-import common  # noqa: E402,F401  (Keras 2 before TensorFlow)
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
-
-from common import losses, results, timing  # noqa: E402
+from common import losses, results, timing
 
 RNG = np.random.default_rng(0)
 

@@ -1,20 +1,22 @@
 """Benchmarks, measured as ratios inside one run.
 
-    python scripts/benchmark.py losses    # each loss vs its Keras twin, with and without XLA
-    python scripts/benchmark.py ranking   # the ranking recipe's model vs the TFRS tutorial's
+    python scripts/benchmark.py losses      # each loss vs its Keras twin, with and without XLA
+    python scripts/benchmark.py ranking     # the ranking recipe's model vs the TFRS tutorial's
+    python scripts/benchmark.py multitask   # gradient balancing vs static weighting
 
-Each writes results/benchmarks/<name>.json and prints a table.
+Each `scripts/bench_<name>.py` has `main(argv) -> int`, writes
+results/benchmarks/<name>.json and prints a table. Benchmarks use `common` and code of
+their own, or run recipes as processes: never a recipe's internals.
 """
 
+import importlib
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import common  # noqa: F401  (Keras 2 before TensorFlow)
 
-import common  # noqa: E402,F401  (Keras 2 before TensorFlow)
-
-BENCHMARKS = ("losses", "ranking")
+SCRIPTS = Path(__file__).resolve().parent
+BENCHMARKS = sorted(path.stem.removeprefix("bench_") for path in SCRIPTS.glob("bench_*.py"))
 
 
 def main(argv: list[str]) -> int:
@@ -22,13 +24,8 @@ def main(argv: list[str]) -> int:
         print(f"usage: python scripts/benchmark.py {{{','.join(BENCHMARKS)}}} [options]",
               file=sys.stderr)
         return 2
-    if argv[0] == "losses":
-        import bench_losses
-
-        return bench_losses.main(argv[1:]) or 0
-    import bench_ranking
-
-    return bench_ranking.main(argv[1:]) or 0
+    # This script's folder is on sys.path (Python puts it there): bench_* import by name.
+    return importlib.import_module(f"bench_{argv[0]}").main(argv[1:]) or 0
 
 
 if __name__ == "__main__":

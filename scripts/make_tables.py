@@ -15,30 +15,21 @@ import argparse
 import sys
 from pathlib import Path
 
-REPOSITORY = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPOSITORY))
+from common import intervals, results
 
-from common import results  # noqa: E402
+REPOSITORY = results.REPOSITORY
 
 SUFFIXES = ("_ci_low", "_ci_high")
 
 
 def cell(values: dict, name: str) -> str:
-    value = values.get(name)
-    if value is None:
-        return "–"
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return str(value)
-    text = f"{value:.4g}" if abs(value) < 1e4 else f"{value:,.0f}"
-    low, high = values.get(name + SUFFIXES[0]), values.get(name + SUFFIXES[1])
-    return f"{text} [{low:.4g}, {high:.4g}]" if low is not None and high is not None else text
+    return intervals.show(intervals.from_record(values, name))
 
 
 def table(columns: list, rows: list) -> list[str]:
     lines = ["| " + " | ".join(map(str, columns)) + " |", "|" + "---|" * len(columns)]
     for row in rows:
-        shown = ["–" if v is None else f"{v:.4g}" if isinstance(v, float) else str(v)
-                 for v in row]
+        shown = [intervals.show(v) for v in row]
         lines.append("| " + " | ".join(shown) + " |")
     return lines
 

@@ -18,10 +18,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-REPOSITORY = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPOSITORY))
+from common import results
 
-from common import results  # noqa: E402
+REPOSITORY = results.REPOSITORY
 
 
 def select(targets: list[str]) -> list[Path]:

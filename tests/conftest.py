@@ -14,13 +14,12 @@ from pathlib import Path
 
 import pytest
 
+import common  # noqa: F401  (Keras 2 before TensorFlow)
+import tensorflow as tf
+
+from common import distribute
+
 REPOSITORY = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPOSITORY))
-
-import common  # noqa: E402,F401  (Keras 2 before TensorFlow)
-import tensorflow as tf  # noqa: E402
-
-from common import distribute  # noqa: E402
 
 distribute.split_cpu(2)
 

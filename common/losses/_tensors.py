@@ -141,11 +141,6 @@ def distributed_context():
     return context
 
 
-def num_replicas() -> int:
-    context = distributed_context()
-    return 1 if context is None else context.num_replicas_in_sync
-
-
 def gather_batch(*tensors):
     """Concatenates each tensor over the replicas along axis 0, in replica order.
 

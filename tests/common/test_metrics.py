@@ -2,7 +2,6 @@
 
 import numpy as np
 import pytest
-from scipy import stats
 from sklearn.metrics import mean_squared_error, ndcg_score
 
 from common import metrics
@@ -143,25 +142,6 @@ def test_rmse_equals_sklearn():
     )
 
 
-def test_bootstrap_interval_is_mean_plus_minus_1_96_standard_errors():
-    values = np.random.default_rng(5).normal(3.0, 2.0, size=2000)
-    mean, standard_error = values.mean(), stats.sem(values)
-    low, high = metrics.bootstrap_interval(values, seed=0)
-    assert low < mean < high
-    assert (high - low) / 2 == pytest.approx(1.96 * standard_error, rel=0.1)
-    assert (high + low) / 2 == pytest.approx(mean, abs=0.15 * standard_error)
-    low50, high50 = metrics.bootstrap_interval(values, confidence=0.5, seed=0)
-    assert (high50 - low50) / 2 == pytest.approx(0.674 * standard_error, rel=0.15)
-
-
-def test_mean_with_interval_against_scipy():
-    values = np.random.default_rng(6).exponential(size=500)
-    summary = metrics.mean_with_interval(values)
-    assert summary["mean"] == pytest.approx(values.mean())
-    assert summary["standard_error"] == pytest.approx(stats.sem(values))
-    assert summary["low"] < summary["mean"] < summary["high"]
-
-
 @pytest.mark.parametrize(
     "call",
     [
@@ -170,11 +150,8 @@ def test_mean_with_interval_against_scipy():
         lambda: metrics.ndcg([[1.0, 0.0]], [[0.2, 0.1]], mask=[[True, True, False]]),
         lambda: metrics.reciprocal_rank([[1.0, 0.0]], [[0.2], [0.1]]),
         lambda: metrics.rmse(np.zeros(4), np.zeros((4, 1))),  # would broadcast to [4, 4]
-        lambda: metrics.bootstrap_interval(np.zeros((3, 2))),
-        lambda: metrics.bootstrap_interval([]),
     ],
-    ids=["ndcg_1d", "ndcg_shapes", "ndcg_mask", "rr_shapes", "rmse_broadcast",
-         "bootstrap_2d", "bootstrap_empty"],
+    ids=["ndcg_1d", "ndcg_shapes", "ndcg_mask", "rr_shapes", "rmse_broadcast"],
 )
 def test_bad_shapes_raise(call):
     with pytest.raises(ValueError):

@@ -1,4 +1,4 @@
-"""Step timing on a scripted clock and in a real fit, time_function, device_info."""
+"""Step timing on a scripted clock and in a real fit, device_info."""
 
 import os
 import re
@@ -67,32 +67,6 @@ def test_step_timer_in_a_real_fit_times_all_steps_but_the_first():
     assert summary["first_step_seconds"] > 0
     assert summary["median_step_seconds"] > 0
     assert summary["examples_per_second"] == pytest.approx(4 / summary["median_step_seconds"])
-
-
-def test_time_function_is_the_median_after_warmup(monkeypatch):
-    calls = []
-    # Only timed calls read the clock: (start, end) pairs lasting 3, 1, 2, 10, 0.5 s.
-    times = [0, 3, 10, 11, 20, 22, 30, 40, 50, 50.5]
-    _scripted_clock(monkeypatch, times)
-    result = timing.time_function(lambda: calls.append(1) or tf.constant(1.0),
-                                  repeats=5, warmup=2)
-    assert result == 2
-    assert len(calls) == 2 + 5
-
-
-def test_time_on_devices_without_gpu_times_the_cpu_only():
-    assert not tf.config.list_physical_devices("GPU"), "this test expects a GPU-less machine"
-    placed = []
-
-    def make_fn():
-        matrix = tf.ones((4, 4))
-        placed.append(matrix.device)
-        return lambda: tf.matmul(matrix, matrix)
-
-    timed = timing.time_on_devices(make_fn, repeats=2)
-    assert set(timed) == {"cpu"}
-    assert timed["cpu"] >= 0
-    assert len(placed) == 1 and placed[0].endswith("CPU:0")
 
 
 def test_device_info():

@@ -1,13 +1,17 @@
 """The shared run: the training stream, fit + finish and the run directory, resuming."""
 
 import json
+import os
+import socket
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from common import flags as common_flags
-from common import metrics, results, training
+from common import intervals, metrics, results, training
 
 FLAGS = common_flags.FLAGS
 
@@ -24,7 +28,12 @@ def _start(model_dir, *flags) -> training.Run:
     """A run of the recipe "toy" as `train.py --model_dir=... --strategy=cpu *flags`."""
     argv = [f"--model_dir={model_dir}", "--strategy=cpu", *flags]
     common_flags.parse(argv)
-    return training.start("toy", argv)
+    return training.start("toy", common_flags.settings(argv))
+
+
+def _stream(examples, run, first_epoch=0):
+    return training.training_stream(examples, global_batch_size=run.global_batch_size,
+                                    seed=run.seed, first_epoch=first_epoch)
 
 
 def _epochs(stream, steps: int, count: int) -> list[np.ndarray]:
@@ -39,7 +48,7 @@ def _epochs(stream, steps: int, count: int) -> list[np.ndarray]:
 @pytest.mark.parametrize("size, batch", [(23, 5), (24, 6), (7, 7)])
 def test_each_epoch_is_a_permutation_minus_the_remainder(tmp_path, size, batch):
     run = _start(tmp_path / "run", f"--global_batch_size={batch}")
-    stream, steps = training.training_stream(tf.data.Dataset.range(size), run)
+    stream, steps = _stream(tf.data.Dataset.range(size), run)
     assert steps == size // batch
     epochs = _epochs(stream, steps, 3)
     for epoch in epochs:
@@ -56,7 +65,7 @@ def test_same_seed_same_stream_other_seed_other_stream(tmp_path):
     streams = {}
     for label, seed in (("first", 7), ("again", 7), ("other", 8)):
         run = _start(tmp_path / label, "--global_batch_size=4", f"--seed={seed}")
-        stream, steps = training.training_stream(examples, run)
+        stream, steps = _stream(examples, run)
         streams[label] = np.stack(_epochs(stream, steps, 2))
     np.testing.assert_array_equal(streams["first"], streams["again"])
     assert not np.array_equal(streams["first"], streams["other"])
@@ -65,11 +74,11 @@ def test_same_seed_same_stream_other_seed_other_stream(tmp_path):
 def test_stream_rejects_too_large_batch_and_unknown_size(tmp_path):
     run = _start(tmp_path / "run", "--global_batch_size=24")
     with pytest.raises(ValueError, match="global_batch_size=24"):
-        training.training_stream(tf.data.Dataset.range(23), run)
+        _stream(tf.data.Dataset.range(23), run)
     with pytest.raises(ValueError):
-        training.training_stream(tf.data.Dataset.range(50).repeat(), run)
+        _stream(tf.data.Dataset.range(50).repeat(), run)
     with pytest.raises(ValueError):
-        training.training_stream(tf.data.Dataset.range(50).filter(lambda i: i > 3), run)
+        _stream(tf.data.Dataset.range(50).filter(lambda i: i > 3), run)
 
 
 def test_start_with_mirrored_needs_a_batch_that_splits_over_replicas(tmp_path, mirrored_strategy):
@@ -108,8 +117,7 @@ def test_fit_and_finish_write_the_run_directory_and_not_results(tmp_path):
     run = _start(model_dir, "--epochs=2", "--global_batch_size=8")
     x, y = _regression(43)  # 5 steps of 8; 3 examples dropped each epoch
     model = _model(run)
-    stream, steps = training.training_stream(tf.data.Dataset.from_tensor_slices((x, y)), run)
-    history = training.fit(run, model, stream, steps_per_epoch=steps)
+    history = training.fit(run, model, tf.data.Dataset.from_tensor_slices((x, y)), epochs=2)
     rmse = metrics.rmse(y, model.predict(x, verbose=0))
     record = training.finish(
         run, metrics={"rmse": rmse}, tolerances={"rmse": 0.05}, model=model,
@@ -148,9 +156,8 @@ def test_fit_raises_on_a_nan_loss_after_one_step(tmp_path):
     x, y = _regression(40)
     y[:] = np.nan
     model = _model(run)
-    stream, steps = training.training_stream(tf.data.Dataset.from_tensor_slices((x, y)), run)
     with pytest.raises(FloatingPointError):
-        training.fit(run, model, stream, steps_per_epoch=steps)
+        training.fit(run, model, tf.data.Dataset.from_tensor_slices((x, y)), epochs=3)
     # TerminateOnNaN stopped after the first of 15 steps.
     assert run.timer.summary()["steps_timed"] == 0
     assert run.timer.summary()["first_step_seconds"] is not None
@@ -173,10 +180,10 @@ def test_publish_writes_record_and_artifacts_under_results(tmp_path):
     argv = [f"--flagfile={flagfile}", f"--model_dir={tmp_path / 'run'}", "--strategy=cpu",
             "--publish"]
     common_flags.parse(argv)
-    run = training.start("toy", argv)
+    run = training.start("toy", common_flags.settings(argv))
     assert run.config == "smoke"
-    assert run.command == "python recipes/toy/train.py " + " ".join(argv)
-    plot = run.model_dir / "ndcg.png"
+    assert run.command == "python train.py " + " ".join(argv)
+    plot = run.path("ndcg.png")
     plot.write_bytes(b"\x89PNG not really")
     training.finish(run, metrics={"ndcg": 0.75}, dataset={"name": "toy"}, artifacts=[plot])
 
@@ -231,9 +238,7 @@ def test_run_killed_mid_epoch_and_restarted_ends_with_the_uninterrupted_weights(
     def train(model_dir, *flags):
         run = _start(model_dir, *shared, *flags)
         model = _model(run)
-        stream, steps = training.training_stream(examples, run)
-        assert steps == 6
-        training.fit(run, model, stream, steps_per_epoch=steps)
+        training.fit(run, model, examples, epochs=4)
         return run, model
 
     _, uninterrupted = train(tmp_path / "a")
@@ -251,3 +256,141 @@ def test_run_killed_mid_epoch_and_restarted_ends_with_the_uninterrupted_weights(
     assert [line["epoch"] for line in b_log] == [1, 2, 3, 4]
     # ... and every epoch's loss matches the uninterrupted run's exactly.
     assert [line["loss"] for line in b_log] == [line["loss"] for line in a_log]
+
+
+# --- the run directory belongs to one configuration and one live run -----------------
+
+def _finished_run(model_dir, *flags):
+    run = _start(model_dir, "--epochs=1", "--global_batch_size=8", *flags)
+    x, y = _regression(16)
+    training.fit(run, _model(run), tf.data.Dataset.from_tensor_slices((x, y)), epochs=1)
+    training.finish(run, metrics={"rmse": 1.0}, dataset={"name": "toy"})
+    return run
+
+
+def test_start_writes_nothing_until_the_first_write(tmp_path):
+    run = _start(tmp_path / "run")
+    assert not run.model_dir.exists()  # data errors after start leave no directory
+    run.path("plot.png")
+    assert (run.model_dir / "run.json").exists() and (run.model_dir / "flags.json").exists()
+
+
+def test_another_configuration_is_refused_naming_the_flags(tmp_path):
+    _finished_run(tmp_path / "run", "--learning_rate=0.01")
+    with pytest.raises(ValueError, match=r"another configuration.*--learning_rate"):
+        _start(tmp_path / "run", "--epochs=1", "--global_batch_size=8", "--learning_rate=0.02")
+    # How a run executes is not its configuration: another strategy may resume it.
+    with pytest.raises(training.AlreadyFinished):
+        _start(tmp_path / "run", "--epochs=1", "--global_batch_size=8",
+               "--learning_rate=0.01", "--publish")
+
+
+def test_a_finished_run_is_not_redone_unless_overwritten(tmp_path):
+    _finished_run(tmp_path / "run")
+    with pytest.raises(training.AlreadyFinished, match="--overwrite"):
+        _start(tmp_path / "run", "--epochs=1", "--global_batch_size=8")
+    run = _start(tmp_path / "run", "--epochs=1", "--global_batch_size=8", "--overwrite")
+    assert not run.model_dir.exists()  # the old run is gone; this one starts afresh
+
+
+def test_a_live_run_locks_its_directory_and_a_dead_ones_lock_is_taken_over(tmp_path):
+    model_dir = tmp_path / "run"
+    model_dir.mkdir()
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (model_dir / "lock").write_text(json.dumps({"pid": sleeper.pid,
+                                                    "host": socket.gethostname()}))
+        with pytest.raises(ValueError, match="in use by another run"):
+            _start(model_dir)
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    run = _start(model_dir)  # the process is gone: its lock is stale
+    run.path("x")
+    assert json.loads((model_dir / "lock").read_text())["pid"] == os.getpid()
+    training.rundir.release_locks()
+    assert not (model_dir / "lock").exists()
+
+
+def test_a_foreign_directory_is_refused(tmp_path):
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("not a run")
+    with pytest.raises(ValueError, match="not a run directory"):
+        _start(tmp_path / "mine")
+
+
+def test_finished_networks_are_loaded_not_retrained(tmp_path):
+    x, y = _regression(24)
+    examples = tf.data.Dataset.from_tensor_slices((x, y))
+    run = _start(tmp_path / "run", "--global_batch_size=4")
+    first = _model(run)
+    assert training.fit(run, first, examples, epochs=2, name="a") is not None
+    again = _model(run)
+    assert training.fit(run, again, examples, epochs=2, name="a") is None
+    for expected, got in zip(first.get_weights(), again.get_weights(), strict=True):
+        np.testing.assert_array_equal(got, expected)
+    assert [(line["model"], line["epoch"]) for line in training.history(run)] == [
+        ("a", 1), ("a", 2)]
+
+
+def test_history_keeps_each_epoch_once(tmp_path):
+    run = _start(tmp_path / "run")
+    log = training._EpochLog(run, 2, "b")
+    for epoch, loss in ((0, 3.0), (1, 2.0), (1, 1.5)):  # epoch 2 logged again on resume
+        log.on_epoch_end(epoch, {"loss": loss})
+    assert [(line["epoch"], line["loss"]) for line in training.history(run)] == [
+        (1, 3.0), (2, 1.5)]
+
+
+def test_save_model_keeps_a_keras_file_and_a_saved_model(tmp_path):
+    run = _start(tmp_path / "run", "--global_batch_size=4")
+    x, y = _regression(12)
+    model = _model(run)
+    training.fit(run, model, tf.data.Dataset.from_tensor_slices((x, y)), epochs=1)
+
+    @tf.function(input_signature=[tf.TensorSpec([None, 3], tf.float32)])
+    def serve(features):
+        return {"prediction": model(features)}
+
+    paths = training.save_model(run, model, serving=serve)
+    expected = model.predict(x, verbose=0)
+    loaded = tf.keras.models.load_model(run.model_dir / paths["keras"])
+    np.testing.assert_allclose(loaded.predict(x, verbose=0), expected, rtol=1e-6)
+    exported = tf.saved_model.load(str(run.model_dir / paths["saved_model"]))
+    served = exported.signatures["serving_default"](features=tf.constant(x))["prediction"]
+    np.testing.assert_allclose(served.numpy(), expected, rtol=1e-6)
+    record = training.finish(run, metrics={"rmse": 1.0}, dataset={"name": "toy"})
+    assert record["models"] == {"model": {"keras": "model.keras",
+                                          "saved_model": "saved_model"}}
+
+
+def test_finish_writes_intervals_as_ci_keys(tmp_path):
+    run = _start(tmp_path / "run")
+    record = training.finish(
+        run, metrics={"ndcg": intervals.Interval(0.5, 0.4, 0.6)},
+        baselines={"random": {"ndcg": intervals.Interval(0.3, 0.2, 0.4)}},
+        dataset={"name": "toy"})
+    assert record["metrics"] == {"ndcg": 0.5, "ndcg_ci_low": 0.4, "ndcg_ci_high": 0.6}
+    assert record["baselines"]["random"]["ndcg_ci_high"] == 0.4
+
+
+# --- smoke settings and help ---------------------------------------------------------
+
+def test_smoke_values_apply_unless_the_command_line_sets_them(tmp_path):
+    flagfile = tmp_path / "big.cfg"
+    flagfile.write_text("--epochs=30\n--global_batch_size=512\n")
+    argv = [f"--flagfile={flagfile}", "--smoke", "--global_batch_size=16"]
+    common_flags.parse(argv)
+    common_flags.apply_smoke({"epochs": 2, "global_batch_size": 8}, argv)
+    assert (FLAGS.epochs, FLAGS.global_batch_size) == (2, 16)
+    assert common_flags.settings(argv).epochs == 2  # what flags.json and the record hold
+    common_flags.parse(["--epochs=30"])
+    common_flags.apply_smoke({"epochs": 2}, ["--epochs=30"])  # no --smoke: nothing changes
+    assert FLAGS.epochs == 30
+
+
+def test_help_text_lists_the_shared_flags():
+    text = common_flags.help_text("no recipe module")
+    for flag in ("--smoke", "--epochs", "--dataset", "--model_dir", "--strategy",
+                 "--global_batch_size", "--publish", "--overwrite"):
+        assert flag in text

@@ -1,6 +1,7 @@
 """The scripts, each run on a copy of the repository in a temporary directory."""
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -27,11 +28,41 @@ def copy(repository, tmp_path) -> Path:
 
 
 def run(copy: Path, *command, timeout=900):
+    """Runs `python *command` in the copy, whose packages come first on the path (as the
+    editable install makes the repository's own come first for a user)."""
+    env = {**os.environ, "PYTHONPATH": str(copy)}
     return subprocess.run([sys.executable, *command], cwd=copy, capture_output=True, text=True,
-                          timeout=timeout)
+                          timeout=timeout, env=env)
+
+
+def test_a_fork_in_the_repository_imports_and_runs_with_no_extra_step(repository, tmp_path):
+    """The fork script in the real repository: the installed project finds the new folder
+    (no sys.path edits, no reinstall), its smoke run passes, its README starts fresh."""
+    name = f"zz_fork_{os.getpid()}"
+    folder = repository / "recipes" / name
+    test_file = repository / "tests" / "recipes" / f"test_{name}.py"
+    try:
+        forked = subprocess.run([sys.executable, "scripts/new_recipe.py", RECIPE, name],
+                                cwd=repository, capture_output=True, text=True, timeout=60)
+        assert forked.returncode == 0, forked.stderr
+        readme = (folder / "README.md").read_text()
+        assert f"recipes/{name}/train.py" in readme and f"reproduce.py {RECIPE}" not in readme
+        assert "None published yet" in readme
+        smoke = subprocess.run(
+            [sys.executable, str(folder / "train.py"), "--smoke", "--epochs=1",
+             f"--model_dir={tmp_path / 'run'}"],
+            cwd=tmp_path, capture_output=True, text=True, timeout=300,
+            env={key: value for key, value in os.environ.items() if key != "PYTHONPATH"})
+        assert smoke.returncode == 0, smoke.stderr[-3000:]
+        record = json.loads((tmp_path / "run" / "results.json").read_text())
+        assert record["recipe"] == name
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+        test_file.unlink(missing_ok=True)
 
 
 def test_fork_then_the_copy_passes_its_smoke_test(copy):
+    """The forked test file passes in a copy of the repository."""
     forked = run(copy, "scripts/new_recipe.py", RECIPE, "my_ranking")
     assert forked.returncode == 0, forked.stderr
     train = (copy / "recipes" / "my_ranking" / "train.py").read_text()

@@ -137,10 +137,12 @@ def settings(argv: list[str] | None = None) -> Settings:
 
 
 def _relative(program: str) -> str:
-    try:
-        return os.path.relpath(program)
-    except ValueError:
-        return program
+    """`program` relative to the repository (recipes/<name>/train.py) when inside it."""
+    from common.results import REPOSITORY
+
+    path = os.path.abspath(program)
+    inside = os.path.commonpath([path, str(REPOSITORY)]) == str(REPOSITORY)
+    return os.path.relpath(path, REPOSITORY) if inside else program
 
 
 def given_on_command_line(name: str, argv: list[str]) -> bool:

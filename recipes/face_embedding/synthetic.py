@@ -50,12 +50,16 @@ def _ellipse(u, v, cu, cv, ru, rv, sharpness):
 
 
 def render(
-    num_identities: int, images_per_identity: int, image_size: int = 32, seed: int = 0
+    num_identities: int, images_per_identity: int, size: tuple[int, int] = (32, 32),
+    seed: int = 0,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Images [N, image_size, image_size] float32 in [0, 1] and labels [N] int32.
+    """Images [N, height, width] float32 in [0, 1] and labels [N] int32.
 
+    `size` is (width, height); a face fills the height, a wider image shows more
+    background beside it (the aspect ratio of the face never changes).
     N = num_identities * images_per_identity, grouped by identity in order.
     """
+    width, height = size
     params = identities(num_identities, seed)
     labels = np.repeat(np.arange(num_identities, dtype=np.int32), images_per_identity)
     n = len(labels)
@@ -73,12 +77,14 @@ def render(
     scale = nuisance(0.9, 1.1)
     shift_x, shift_y = nuisance(-0.1, 0.1), nuisance(-0.1, 0.1)
     yaw = nuisance(-0.25, 0.25)
-    axis = np.linspace(-1.0, 1.0, image_size, dtype=np.float32)
-    y, x = np.meshgrid(axis, axis, indexing="ij")
+    aspect = np.float32(width / height)
+    rows = np.linspace(-1.0, 1.0, height, dtype=np.float32)
+    columns = np.linspace(-aspect, aspect, width, dtype=np.float32)
+    y, x = np.meshgrid(rows, columns, indexing="ij")
     x, y = x[None] - shift_x, y[None] - shift_y
     u = (np.cos(theta) * x + np.sin(theta) * y) / scale
     v = (-np.sin(theta) * x + np.cos(theta) * y) / scale
-    sharp = image_size / 3.0
+    sharp = height / 3.0
     inner = u - 0.22 * yaw  # features on the face turn with the head; the nose more
     nose_u = u - 0.38 * yaw
 

@@ -1,241 +1,155 @@
-"""Face embeddings for verification, trained with a triplet loss on P×K batches.
+"""Face embeddings for identification and verification, trained with a triplet loss.
 
     python recipes/face_embedding/train.py
 
-A small CNN maps a face image to a unit-norm 128-D embedding (FaceNet's output) so that
-one person's faces are close and different people's far apart. The loss is
-`common.losses.TripletLoss` with online mining (`--mining`: semi_hard as FaceNet,
-batch_hard, batch_all) on class-balanced batches of P identities × K images
-(`--global_batch_size` = P·K, `--images_per_identity` = K). Under several replicas the
-loss mines over the whole global batch (gathered), not each replica's slice.
+A small CNN maps a face image to a unit-norm embedding so that one person's faces are
+close and different people's far apart. The loss is `common.losses.TripletLoss` with
+online mining (`--mining`) on P x K batches: P people (at most the training people) x K
+images each, augmented (crops, flips, brightness, contrast). The step budget is
+`--epochs` x `--steps_per_epoch`, whatever the size of the data.
 
-Protocols (`--protocol`):
-  unseen_identities  identities split 60/10/30 % into train / validation / test; on the
-                     test identities, verification accuracy on balanced same/different
-                     pairs at the distance threshold chosen on the validation identities,
-                     ROC-AUC of those pairs, and recall@1 (leave-one-out nearest image).
-  per_identity:K     the first K images of every identity train, the rest test: 1-NN
-                     identification error against the training images (the AT&T
-                     protocol with K = 5).
-Baselines scored under the same protocol in the same run: raw pixels, PCA (eigenfaces
-fitted on the training images), and the untrained network.
-Data (`--dataset`): synthetic (default, offline), olivetti, lfw, folder:PATH (data.py).
+Protocols (`--protocol`): unseen_identities (people split 60/10/30 %: verification on
+unseen people), per_identity:K (the first K images of each person train, the rest test:
+1-NN identification error), kfold:N (image i of each person in fold i mod N; one network
+per fold; the record also holds the classic baselines under leave-one-out). Baselines in
+every record, on the same folds: raw pixels, eigenfaces (pca), Fisherfaces, each at the
+input size and at the data's own size (`*_native`), and the untrained network.
+Data (`--dataset`): synthetic (default), folder:PATH, olivetti, lfw (see data.py).
 """
 
 from __future__ import annotations
 
-import sys
+import re
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+import common  # noqa: F401  (Keras 2 before TensorFlow)
+import numpy as np
+from absl import flags
 
-import common  # noqa: E402,F401  (Keras 2 before TensorFlow)
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
-from absl import flags  # noqa: E402
-
-from common import flags as common_flags  # noqa: E402
-from common import results, training  # noqa: E402
-from common.losses import TripletLoss  # noqa: E402
-from recipes.face_embedding import data, evaluate, model  # noqa: E402
+from common import checks, results, training
+from common import flags as common_flags
+from recipes.face_embedding import data, evaluate, model, report
 
 RECIPE = Path(__file__).resolve().parent.name
 FLAGS = flags.FLAGS
 
-flags.DEFINE_integer("images_per_identity", 4, "K of the P×K batches; P = "
-                     "global_batch_size / K identities per batch.", lower_bound=2)
+flags.DEFINE_integer("images_per_identity", 4, "K of the P x K batches; P = "
+                     "global_batch_size / K people per batch (at most the training "
+                     "people).", lower_bound=2)
+flags.DEFINE_integer("steps_per_epoch", 50, "Training steps per epoch, whatever the data "
+                     "size.", lower_bound=1)
 flags.DEFINE_float("margin", 0.2, "Triplet margin, in units of --distance.")
 flags.DEFINE_enum("mining", "semi_hard", ["semi_hard", "batch_hard", "batch_all"],
                   "Online triplet mining inside each (global) batch.")
 flags.DEFINE_enum("distance", "squared_l2", ["squared_l2", "l2", "cosine"],
                   "Distance of the triplet loss.")
-flags.DEFINE_integer("embedding_dim", 128, "Embedding size (also the PCA baseline's).",
-                     lower_bound=2)
+flags.DEFINE_integer("embedding_dim", 128, "Embedding size.", lower_bound=2)
 flags.DEFINE_integer("width", 16, "Filters in the first convolution stage.", lower_bound=1)
+flags.DEFINE_float("dropout", 0.2, "Dropout before the projection.")
+flags.DEFINE_float("weight_decay", 1e-4, "L2 penalty on the kernels.")
+flags.DEFINE_bool("augment", True, "Augment training faces (crops, flips, brightness, "
+                  "contrast; data.AUGMENT).")
 flags.DEFINE_string("protocol", "unseen_identities",
-                    "unseen_identities, or per_identity:K (first K images of each "
-                    "identity train, the rest test).")
-flags.DEFINE_integer("image_size", 32, "Images are centre-cropped square and resized to this.",
-                     lower_bound=8)
+                    "unseen_identities, per_identity:K or kfold:N.")
+flags.DEFINE_string("image_size", "", "WIDTHxHEIGHT of the network input, e.g. 92x112; "
+                    "empty: the data's own size up to 128 pixels, else a longer side of 64. "
+                    "The aspect ratio is kept (centre crop), never squashed.")
 flags.DEFINE_bool("color", False, "Colour (3 channels) instead of grey.")
-flags.DEFINE_integer("min_images_per_identity", None, "Drop identities with fewer images "
-                     f"(folder, lfw; lfw default {data.LFW_MIN_IMAGES}). Without it a folder "
-                     "identity with 1 image is an error.", lower_bound=2)
+flags.DEFINE_integer("min_images_per_identity", None, "Drop people with fewer images "
+                     f"(folder, lfw; lfw default {data.LFW_MIN_IMAGES}).", lower_bound=1)
+flags.DEFINE_integer("first_images_per_identity", None, "Keep only each person's first N "
+                     "images: with --protocol=kfold:N on the training images of "
+                     "per_identity:N, the validation protocol used to choose a config.",
+                     lower_bound=2)
+flags.DEFINE_string("init_from", None, "RUN_DIR of a finished run of this recipe (e.g. on "
+                    "synthetic faces): start from its model.keras weights.")
 flags.register_validator("margin", lambda value: value > 0, message="--margin must be > 0")
 flags.register_validator(
-    "protocol", lambda value: value == "unseen_identities" or (
-        value.startswith("per_identity:") and value.split(":", 1)[1].isdigit()
-        and int(value.split(":", 1)[1]) >= 1),
-    message="--protocol must be unseen_identities or per_identity:K with K >= 1")
+    "protocol", lambda value: bool(re.fullmatch(r"unseen_identities|per_identity:[1-9]\d*"
+                                                r"|kfold:([2-9]|[1-9]\d+)", value)),
+    message="--protocol must be unseen_identities, per_identity:K (K >= 1) or kfold:N "
+            "(N >= 2); leave-one-out is scored for the classic baselines of kfold:N records")
+flags.register_validator("image_size", lambda value: bool(re.fullmatch(r"(\d+x\d+)?", value)),
+                         message="--image_size must be WIDTHxHEIGHT, e.g. 92x112, or empty")
 flags.register_validator(
-    "dataset", lambda value: value in ("synthetic", "olivetti", "lfw") or (
+    "dataset", lambda value: value in ("", "synthetic", "olivetti", "lfw") or (
         value.startswith("folder:") and len(value) > len("folder:")),
     message="--dataset must be synthetic, olivetti, lfw or folder:PATH")
 
-common_flags.set_defaults(epochs=10, global_batch_size=128, learning_rate=3e-3,
+common_flags.set_defaults(epochs=20, global_batch_size=128, learning_rate=3e-3,
                           dataset="synthetic")
-
-SMOKE_STEPS = 6  # steps per epoch with --smoke
+SMOKE = {"epochs": 2, "steps_per_epoch": 10}
 TOLERANCES = {"verification_accuracy": 0.02, "roc_auc": 0.015, "recall_at_1": 0.04,
               "identification_error": 0.03}
-REFERENCES_ATT = [
-    {"name": "eigenfaces (AT&T, 5 training images per person)",
-     "metric": "identification_error", "value": 0.105, "source": "Lawrence et al. 1997"},
-    {"name": "SOM + CNN (AT&T, 5 training images per person)",
-     "metric": "identification_error", "value": 0.038, "source": "Lawrence et al. 1997"},
-]
-REFERENCE_CHANCE = {"name": "chance (half the pairs are the same person)",
-                    "metric": "verification_accuracy", "value": 0.5, "source": "by construction"}
-REFERENCE_FACENET = {"name": "FaceNet on LFW's 6000-pair protocol (260M training images; "
-                     "not this protocol)", "metric": "verification_accuracy", "value": 0.9963,
-                     "source": "Schroff et al. 2015"}
-
-
-def splits(faces: data.Faces) -> dict:
-    """{split: image indices} of the chosen protocol."""
-    if FLAGS.protocol == "unseen_identities":
-        return data.split_unseen(faces.labels, FLAGS.seed)
-    return data.split_per_identity(faces.labels, int(FLAGS.protocol.split(":")[1]), faces.names)
-
-
-def score(embeddings: dict, labels: dict) -> tuple[dict, dict]:
-    """The protocol's metrics for one embedding of every split ({split: [N, D]})."""
-    if FLAGS.protocol == "unseen_identities":
-        return evaluate.unseen_identities((embeddings["val"], labels["val"]),
-                                          (embeddings["test"], labels["test"]), FLAGS.seed)
-    return evaluate.per_identity((embeddings["train"], labels["train"]),
-                                 (embeddings["test"], labels["test"]))
-
-
-def pictures(run, faces, index, embeddings, pca_embeddings, details, threshold=None) -> list:
-    """The 2-D projection of test embeddings and the grid of hardest mistakes."""
-    test_labels = faces.labels[index["test"]]
-    projection = run.model_dir / "projection.png"
-    evaluate.plot_projection({"triplet embedding": embeddings["test"],
-                              "PCA (eigenfaces) baseline": pca_embeddings["test"]},
-                             test_labels, faces.names, projection)
-    rows = []
-    if FLAGS.protocol == "unseen_identities":
-        wrong = np.flatnonzero(details["accepted"] != details["same"])
-        false_accepts = [i for i in wrong[np.argsort(details["distances"][wrong])]
-                         if not details["same"][i]][:8]
-        false_rejects = [i for i in wrong[np.argsort(-details["distances"][wrong])]
-                         if details["same"][i]][:8]
-        for i in false_accepts + false_rejects:
-            caption = ("different, accepted" if not details["same"][i] else "same, rejected")
-            rows.append((index["test"][details["first"][i]], index["test"][details["second"][i]],
-                         f"{caption} d={details['distances'][i]:.2f}"))
-    else:
-        wrong = np.flatnonzero(~details["correct"])
-        for i in wrong[np.argsort(details["distances"][wrong])][:16]:
-            nearest = index["train"][details["nearest"][i]]
-            rows.append((index["test"][i], nearest, f"{faces.names[faces.labels[index['test'][i]]]}"
-                         f" as {faces.names[faces.labels[nearest]]}"))
-    mistakes = run.model_dir / "mistakes.png"
-    if FLAGS.protocol == "unseen_identities":
-        title = (f"hardest mistakes on unseen identities (threshold d = {threshold:.2f}):\n"
-                 "closest different-person pairs accepted, farthest same-person pairs rejected")
-    else:
-        title = "misidentified test images (left) beside their nearest training image (right)"
-    evaluate.plot_mistakes(faces.images, rows, mistakes, title if rows else "no mistakes")
-    return [projection, mistakes]
 
 
 def train() -> dict:
-    run = training.start(RECIPE)
-    faces = data.load(FLAGS.dataset, FLAGS.data_dir, FLAGS.image_size, FLAGS.color,
-                      FLAGS.seed, FLAGS.smoke, FLAGS.min_images_per_identity)
-    index = splits(faces)
-    labels = {split: faces.labels[ids] for split, ids in index.items()}
-    k = FLAGS.images_per_identity
-    if FLAGS.global_batch_size % k:
-        raise ValueError(f"--global_batch_size={FLAGS.global_batch_size} is not a multiple of "
-                         f"--images_per_identity={k} (P×K batches)")
-    p = FLAGS.global_batch_size // k
-    if p % run.num_replicas:
-        raise ValueError(f"P = {p} identities per batch do not split over {run.num_replicas} "
-                         "replicas; each replica's slice must hold whole identities")
-    steps = SMOKE_STEPS if FLAGS.smoke else max(1, len(index["train"]) // FLAGS.global_batch_size)
-    # training.training_stream shuffles examples; triplets need P×K batches, so this
-    # recipe builds its own endless stream, resumed at the step its backup holds.
-    done = training.saved_epoch(run)
-    if done:
-        print(f"[{RECIPE}] resuming after epoch {done}", flush=True)
-    first_step = done * steps
-    stream = data.pk_stream(faces.images[index["train"]], labels["train"], p, k, FLAGS.seed,
-                            first_step, faces.names)
-    print(f"[{RECIPE}] {faces.name}: {len(faces.labels)} images of {len(faces.names)} "
-          f"identities, {faces.images.shape[1:]}; "
-          + ", ".join(f"{split} {len(ids)} images / {len(np.unique(labels[split]))} identities"
-                      for split, ids in index.items())
-          + f"; batches of {p} identities x {k} images, {steps} steps per epoch", flush=True)
+    if not FLAGS.dataset:  # a real-data config names no data: never fall back to synthetic
+        raise ValueError(f"config {common_flags.settings().config} trains on real faces: pass "
+                         "--dataset=folder:PATH (recipes/face_embedding/README.md says where "
+                         "to get them)")
+    run = training.start(RECIPE, common_flags.settings())
+    if FLAGS.init_from:
+        checks.file(Path(FLAGS.init_from) / "model.keras", "--init_from")
+    size = tuple(map(int, FLAGS.image_size.split("x"))) if FLAGS.image_size else None
+    faces = data.load(FLAGS.dataset, FLAGS.data_dir, size, FLAGS.color, FLAGS.seed,
+                      FLAGS.min_images_per_identity, FLAGS.first_images_per_identity,
+                      smoke=FLAGS.smoke)
+    data.splits(faces, FLAGS.protocol, FLAGS.seed)  # validates the full data first
+    if FLAGS.smoke and faces.name != "synthetic":
+        faces = data.smoke_subset(faces)
+    folds = data.splits(faces, FLAGS.protocol, FLAGS.seed)
+    p, k = data.batch_shape(faces.labels, folds, FLAGS.global_batch_size,
+                            FLAGS.images_per_identity, run.num_replicas)
+    height, width, channels = faces.images.shape[1:]
+    print(f"[{RECIPE}] {faces.name}: {len(faces.labels)} images of {len(faces.names)} people, "
+          f"{width}x{height}x{channels} (own size {faces.native.shape[2]}x"
+          f"{faces.native.shape[1]}); {len(folds)} fold(s) of {FLAGS.protocol}; batches of "
+          f"{p} people x {k} images, {FLAGS.epochs} x {FLAGS.steps_per_epoch} steps", flush=True)
 
-    with run.strategy.scope():
-        network = model.build(FLAGS.image_size, faces.images.shape[-1], FLAGS.embedding_dim,
-                              FLAGS.width)
-        network.compile(optimizer=tf.keras.optimizers.Adam(FLAGS.learning_rate),
-                        loss=TripletLoss(FLAGS.margin, FLAGS.mining, FLAGS.distance),
-                        jit_compile=FLAGS.jit_compile)
-    # The splits the protocol scores: validation (threshold) and test, or train (gallery)
-    # and test.
-    images = {split: faces.images[ids] for split, ids in index.items()}
-    scored = {split: images[split] for split in (("val", "test") if "val" in index
-                                                 else ("train", "test"))}
-    untrained = {split: model.embed(network, array) for split, array in scored.items()}
-    training.fit(run, network, stream, steps_per_epoch=steps,
-                 epochs=min(FLAGS.epochs, 2) if FLAGS.smoke else None)
+    embeddings, untrained = [], []
+    for number, fold in enumerate(folds, start=1):
+        with run.strategy.scope():
+            network = model.build((width, height), channels, FLAGS.embedding_dim, FLAGS.width,
+                                  FLAGS.dropout, FLAGS.weight_decay)
+            if FLAGS.init_from:
+                model.init_from(network, FLAGS.init_from)
+            model.compile_triplet(network, FLAGS.margin, FLAGS.mining, FLAGS.distance,
+                                  FLAGS.learning_rate, FLAGS.epochs * FLAGS.steps_per_epoch,
+                                  FLAGS.jit_compile)
+        untrained.append(model.embed(network, faces.images))
+        stream = data.pk_stream(faces.images[fold["train"]], faces.labels[fold["train"]], p, k,
+                                FLAGS.seed + number - 1, FLAGS.steps_per_epoch, FLAGS.augment)
+        training.fit(run, network, stream=stream, epochs=FLAGS.epochs,
+                     name=f"fold{number}" if len(folds) > 1 else "")
+        embeddings.append(model.embed(network, faces.images))
 
-    embeddings = {split: model.embed(network, array) for split, array in scored.items()}
-    metrics, details = score(embeddings, labels)
-    if "threshold" in metrics:
-        metrics["verification_threshold"] = metrics.pop("threshold")
-    baseline_inputs = evaluate.baseline_embeddings(images["train"], scored, FLAGS.embedding_dim)
-    baselines = {}
-    for name, values in {**baseline_inputs, "untrained_network": untrained}.items():
-        baselines[name] = score(values, labels)[0]
-        baselines[name].pop("threshold", None)
-    headline = [m for m in ("verification_accuracy", "roc_auc", "recall_at_1",
-                            "identification_error") if m in metrics]
-    key = headline[0]
-
-    def row(name, values):
-        interval = f"[{values[key + '_ci_low']:.4f}, {values[key + '_ci_high']:.4f}]"
-        return [name] + [values[m] for m in headline] + [interval]
-
-    rows = [row(f"triplet CNN ({FLAGS.mining})", metrics)]
-    rows += [row(name, values) for name, values in baselines.items()]
-    references = [REFERENCE_CHANCE] if FLAGS.protocol == "unseen_identities" else []
-    if FLAGS.dataset == "lfw":
-        references.append(REFERENCE_FACENET)
-    if FLAGS.protocol == "per_identity:5" and (FLAGS.dataset == "olivetti"
-                                               or FLAGS.dataset.startswith("folder:")):
-        references += REFERENCES_ATT
+    metrics, shown = evaluate.network(embeddings, faces.labels, folds, FLAGS.seed)
+    baselines, difference = evaluate.all_baselines(faces, folds, untrained, FLAGS.protocol,
+                                                   FLAGS.seed, shown.get("wrong"))
+    metrics.update(difference)
+    # The last fold's network is the run's model; serving takes images as data.py gives.
+    training.save_model(run, network, serving=model.serving(network))
+    sample = folds[-1]["test"][:32]
+    np.savez(run.path("test_embeddings.npz"), images=faces.images[sample],
+             embeddings=embeddings[-1][sample])
+    pictures = report.pictures(run.model_dir, faces, folds, embeddings, shown)
     return training.finish(
-        run,
-        metrics=metrics,
-        tolerances={name: TOLERANCES[name] for name in headline},
-        baselines=baselines,
-        references=references,
-        tables={FLAGS.protocol: {"columns": ["embedding"] + headline
-                                 + [f"{key} 95% CI (resampling identities)"], "rows": rows},
-                "data": {"columns": ["split", "images", "identities"],
-                         "rows": [[split, len(ids), len(np.unique(labels[split]))]
-                                  for split, ids in index.items()]}},
-        dataset={"name": faces.name, "fingerprint": results.fingerprint(faces.images, faces.labels),
-                 "images": len(faces.labels), "identities": len(faces.names),
-                 "image_shape": list(faces.images.shape[1:]), "protocol": FLAGS.protocol,
-                 **{f"{split}_images": len(ids) for split, ids in index.items()}},
-        model=network,
-        artifacts=pictures(run, faces, index, embeddings, baseline_inputs["pca"], details,
-                           metrics.get("verification_threshold")),
+        run, model=network, metrics=metrics, baselines=baselines,
+        tolerances={name: TOLERANCES[name] for name in metrics if name in TOLERANCES},
+        references=report.references(run.config, FLAGS.protocol, FLAGS.dataset),
+        tables=report.tables(FLAGS.protocol, f"triplet CNN ({FLAGS.mining})", metrics,
+                             baselines, folds, faces.labels),
+        dataset={"name": faces.name, "source": report.source(run.config, FLAGS.dataset),
+                 "fingerprint": results.fingerprint(faces.native, faces.labels),
+                 "images": len(faces.labels), "people": len(faces.names),
+                 "input_size": [width, height, channels],
+                 "native_size": [faces.native.shape[2], faces.native.shape[1]],
+                 "protocol": FLAGS.protocol, "identities_per_batch": p,
+                 "images_per_identity": k},
+        artifacts=pictures,
     )
 
 
-def run(argv: list[str]) -> dict:
-    """Parses `argv` as the command line would, trains, and returns the results record."""
-    common_flags.parse(argv)
-    return train()
-
-
 if __name__ == "__main__":
-    training.cli(train)
+    training.cli(train, smoke=SMOKE)

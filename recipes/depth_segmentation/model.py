@@ -1,13 +1,14 @@
 """Model: a small U-Net with one shared encoder and one decoder per task, and the
-multi-task train step that weights the per-task losses.
+multi-task train step that combines the task losses or the task gradients.
 
   input   image [B, H, W, 3] uint8, H and W multiples of 2**(levels + 1)
   output  {"segmentation": [B, H, W, C] class probabilities (float32),
            "depth": [B, H, W] metres (float32)}
   targets {"labels": [B, H, W] int32, -1 = unlabelled; "depth": [B, H, W], 0 = invalid}
 
-A single-task baseline is the same network with one decoder (`tasks=("segmentation",)`
-or `("depth",)`): same encoder, same decoder width, same train step.
+`build_network` is a functional model of Keras built-in layers only (it is what is
+saved: it loads anywhere without custom objects); `MultiTask` wraps it for training.
+A single-task baseline is the same network with one decoder.
 """
 
 from __future__ import annotations
@@ -15,36 +16,17 @@ from __future__ import annotations
 import common  # noqa: F401  (Keras 2 before TensorFlow)
 import tensorflow as tf
 
-from common import losses
+from common import balancing, losses
 
 TASKS = ("segmentation", "depth")
-WEIGHTINGS = ("static", "uncertainty", "dwa")
+LOSS_WEIGHTINGS = ("static", "uncertainty", "dwa", "famo")  # one backward pass per step
+GRADIENT_WEIGHTINGS = tuple(balancing.METHODS)  # one backward pass per task
+WEIGHTINGS = LOSS_WEIGHTINGS + GRADIENT_WEIGHTINGS
 DEPTH_LOSSES = {
     "l1": losses.masked_l1,
     "berhu": losses.berhu_loss,
     "silog": losses.scale_invariant_log_loss,
 }
-
-
-@tf.keras.utils.register_keras_serializable("depth_segmentation")
-class PositiveDepth(tf.keras.layers.Layer):
-    """[B, H, W, 1] log-depth -> [B, H, W] depth = scale * exp(x), in float32.
-
-    Predicting the logarithm keeps depth positive (silog needs it) and makes the output
-    layer's steps relative; `scale` (the training set's median depth) is where it starts.
-    """
-
-    def __init__(self, scale: float = 1.0, **kwargs):
-        kwargs["dtype"] = "float32"
-        super().__init__(**kwargs)
-        self.scale = float(scale)
-
-    def call(self, inputs):
-        log_depth = tf.clip_by_value(tf.cast(inputs[..., 0], tf.float32), -6.0, 6.0)
-        return self.scale * tf.exp(log_depth)
-
-    def get_config(self):
-        return {**super().get_config(), "scale": self.scale}
 
 
 def _conv_block(x, filters: int, name: str):
@@ -54,161 +36,221 @@ def _conv_block(x, filters: int, name: str):
     return x
 
 
-def build(num_classes: int, tasks=TASKS, *, base_filters: int = 12, levels: int = 3,
-          depth_scale: float = 3.0, **train_options) -> "MultiTaskUNet":
-    """The U-Net: encoder of `levels` poolings (base_filters · 2^level channels), one
-    decoder per task with skip connections from the shared encoder.
+def build_network(num_classes: int, tasks=TASKS, *, image_shape=(64, 64), base_filters=12,
+                  levels: int = 3, depth_scale: float = 3.0, exchange: bool = True,
+                  shared_levels: int | None = None) -> tf.keras.Model:
+    """The U-Net: a stride-2 stem, an encoder of `levels` poolings (base_filters · 2^level
+    channels), one decoder per task with skip connections from the shared encoder.
 
+    shared_levels: encoder levels shared by the tasks (default all, and the bottleneck);
+    deeper levels are task-specific, so each task keeps the capacity of its single-task
+    network there while the early, high-resolution features learn from both losses.
+    exchange: with both tasks, each head reads both decoders' last features (a 3x3
+    convolution over their concatenation), so depth cues (edges, surface orientation)
+    reach the class scores and class boundaries reach the depth map; the single-task
+    networks have nothing to exchange.
     No normalisation layers: BatchNorm statistics would be per replica, and the
     2-replica step would no longer equal the one-device step.
     """
     tasks = tuple(tasks)
     if not tasks or any(task not in TASKS for task in tasks):
         raise ValueError(f"tasks must be a non-empty subset of {TASKS}, got {tasks}")
-    image = tf.keras.Input((None, None, 3), dtype=tf.uint8, name="image")
+    height, width = image_shape
+    image = tf.keras.Input((height, width, 3), dtype=tf.uint8, name="image")
     x = tf.keras.layers.Rescaling(1 / 127.5, offset=-1.0, name="scale")(image)
-    # A stride-2 stem: the U-Net works at half resolution, 4x cheaper on a CPU; each
-    # head upsamples its last features back to full resolution.
+    # Half resolution inside: 4x cheaper on a CPU; each head upsamples at the end.
     x = tf.keras.layers.Conv2D(base_filters, 3, strides=2, padding="same", activation="relu",
                                kernel_initializer="he_normal", name="stem")(x)
+    shared_levels = levels if shared_levels is None or len(tasks) == 1 else shared_levels
+    if not 0 <= shared_levels <= levels:
+        raise ValueError(f"--shared_levels must be in 0..{levels}, got {shared_levels}")
     skips = []
-    for level in range(levels):
+    for level in range(shared_levels):
         x = _conv_block(x, base_filters * 2**level, f"encoder{level}")
         skips.append(x)
         x = tf.keras.layers.MaxPooling2D(name=f"pool{level}")(x)
-    shared = _conv_block(x, base_filters * 2**levels, "bottleneck")
-    outputs = {}
+    features = {}
     for task in tasks:
-        y = shared
+        y, task_skips = x, list(skips)
+        prefix = "" if shared_levels == levels else f"{task}_"
+        for level in range(shared_levels, levels):
+            y = _conv_block(y, base_filters * 2**level, f"{prefix}encoder{level}")
+            task_skips.append(y)
+            y = tf.keras.layers.MaxPooling2D(name=f"{prefix}pool{level}")(y)
+        if task == tasks[0] or prefix:
+            bottleneck = _conv_block(y, base_filters * 2**levels, f"{prefix}bottleneck")
+        y = bottleneck
         for level in reversed(range(levels)):
             filters = base_filters * 2**level
             y = tf.keras.layers.Conv2DTranspose(filters, 2, strides=2,
                                                 name=f"{task}_up{level}")(y)
-            y = tf.keras.layers.Concatenate(name=f"{task}_skip{level}")([y, skips[level]])
+            y = tf.keras.layers.Concatenate(name=f"{task}_skip{level}")([y, task_skips[level]])
             y = _conv_block(y, filters, f"{task}_decoder{level}")
+        features[task] = y
+    outputs = {}
+    for task in tasks:
+        y = features[task]
+        if exchange and len(tasks) > 1:
+            y = tf.keras.layers.Concatenate(name=f"{task}_exchange")(
+                [features[task], *(features[other] for other in tasks if other != task)])
+            y = tf.keras.layers.Conv2D(base_filters, 3, padding="same", activation="relu",
+                                       kernel_initializer="he_normal", name=f"{task}_fuse")(y)
         y = tf.keras.layers.UpSampling2D(interpolation="bilinear", name=f"{task}_full")(y)
         if task == "segmentation":
             y = tf.keras.layers.Conv2D(num_classes, 1, name="segmentation_logits")(y)
             outputs[task] = tf.keras.layers.Activation("softmax", dtype="float32",
                                                        name="segmentation")(y)
         else:
+            # depth = scale · exp(clip(x, -6, 6)): positive (silog needs it), relative steps,
+            # starting at the training set's median depth; built-in layers only.
             y = tf.keras.layers.Conv2D(1, 1, name="log_depth")(y)
-            outputs[task] = PositiveDepth(depth_scale, name="depth")(y)
-    return MultiTaskUNet(image, outputs, num_classes=num_classes, tasks=tasks,
-                         **train_options)
+            y = tf.keras.layers.Rescaling(1.0, offset=6.0, dtype="float32", name="shift")(y)
+            y = tf.keras.layers.ReLU(max_value=12.0, dtype="float32", name="clip")(y)
+            y = tf.keras.layers.Rescaling(1.0, offset=-6.0, dtype="float32", name="unshift")(y)
+            y = tf.keras.layers.Activation("exponential", dtype="float32", name="exp")(y)
+            y = tf.keras.layers.Reshape((height, width), dtype="float32", name="squeeze")(y)
+            outputs[task] = tf.keras.layers.Rescaling(depth_scale, dtype="float32",
+                                                      name="depth")(y)
+    return tf.keras.Model(image, outputs, name="unet")
 
 
-class MultiTaskUNet(tf.keras.Model):
-    """The functional U-Net with a train step that sees each task's loss.
+class MultiTask(tf.keras.Model):
+    """Trains `network` on its tasks' losses, combined by `weighting`:
 
-    weighting:
-      static       total = Σ w_k L_k with fixed `static_weights`
-      uncertainty  common.losses.UncertaintyWeighting: Σ L_k / (2 exp(s_k)) + s_k / 2,
-                   s_k learned with the network (Kendall et al. 2018)
-      dwa          total = Σ λ_k L_k, λ set after each epoch from the epoch-mean task
-                   losses by `self.dwa`, common.losses.DynamicWeightAverage (Liu et al.
-                   2019), a callback that `fit` must be given
-    Per-task losses are means over this replica's pixels/examples. Each replica holds an
-    equal share of the global batch (drop_remainder, batch divisible by the replicas) and
-    the optimizer sums gradients over replicas, so the replica's total is divided by the
-    replica count: the step then follows the gradient of the weighted total of the
-    *global* batch means, also for the uncertainty term s_k / 2, which is not linear in
-    the batch.
+      static       Σ w_k L_k, fixed `static_weights`
+      uncertainty  Σ L_k / (2 exp(s_k)) + s_k / 2, s_k learned (Kendall et al. 2018)
+      dwa          Σ λ_k L_k, λ from the epoch-mean losses by `self.dwa`, a callback
+                   `fit` must be given (Liu et al. 2019); `dwa_temperature` is its T
+      famo         Σ c z_k / L_k · L_k's gradient, z = softmax(ξ) adapted every step
+                   from the observed log-loss decrease (Liu et al. 2023)
+      pcgrad, aligned_mtl   the per-task gradients of the shared weights, combined by
+                   common.balancing (Yu et al. 2020; Senushkin et al. 2023)
+
+    Each L_k is the mean over the replica's examples. Replicas hold equal shares of the
+    global batch, so the global-batch loss is the mean of the replicas' losses: the loss
+    weightings divide the replica's total by the replica count (the optimizer sums),
+    and common.balancing all-reduces per-task gradients before combining them.
     """
 
-    def __init__(self, *args, num_classes: int, tasks=TASKS, weighting: str = "static",
-                 static_weights=(1.0, 1.0), depth_loss: str = "l1",
-                 cross_entropy_weight: float = 0.0, dwa_temperature: float = 2.0, **kwargs):
-        super().__init__(*args, **kwargs)
+    def __init__(self, network: tf.keras.Model, *, num_classes: int,
+                 weighting: str = "static", static_weights=(1.0, 1.0),
+                 depth_loss: str = "l1", cross_entropy_weight: float = 1.0,
+                 dwa_temperature: float = 2.0, famo_learning_rate: float = 0.025, **kwargs):
+        super().__init__(**kwargs)
         if weighting not in WEIGHTINGS:
             raise ValueError(f"--weighting must be one of {WEIGHTINGS}, got {weighting!r}")
         if depth_loss not in DEPTH_LOSSES:
             raise ValueError(f"--depth_loss must be one of {tuple(DEPTH_LOSSES)}, "
                              f"got {depth_loss!r}")
-        self.num_classes, self.tasks = num_classes, tuple(tasks)
-        self.multi_task = len(self.tasks) > 1
-        self.weighting = weighting if self.multi_task else "static"
+        self.network = network
+        self.tasks = tuple(task for task in TASKS if task in network.output_names)
+        self.num_classes = num_classes
+        self.weighting = weighting if len(self.tasks) > 1 else "static"
         self.depth_loss_fn = DEPTH_LOSSES[depth_loss]
         self.cross_entropy_weight = float(cross_entropy_weight)
-        weights = [float(dict(zip(TASKS, static_weights))[task]) for task in self.tasks]
-        if not self.multi_task:
-            weights = [1.0]  # one loss: its weight would only rescale the learning rate
-        self.static_weights = [tf.Variable(weight, trainable=False, dtype=tf.float32,
-                                           name=f"weight_{task}")
-                               for weight, task in zip(weights, self.tasks)]
+        weights = dict(zip(TASKS, static_weights))
+        self.static_weights = [float(weights[task]) if len(self.tasks) > 1 else 1.0
+                               for task in self.tasks]
         if self.weighting == "dwa":
-            # A callback, not a layer: its λ variables are not part of the model's
-            # checkpoint (a backup is written before the callback updates them); a
-            # resumed run rebuilds them from the logged epochs (see train.py).
             self.dwa = losses.DynamicWeightAverage([f"{task}_loss" for task in self.tasks],
                                                    temperature=dwa_temperature)
         if self.weighting == "uncertainty":
-            self.uncertainty = losses.UncertaintyWeighting(num_tasks=len(self.tasks),
-                                                           name="uncertainty_weighting")
+            self.uncertainty = losses.UncertaintyWeighting(len(self.tasks))
+        if self.weighting == "famo":
+            self.famo = balancing.FAMO(len(self.tasks), learning_rate=famo_learning_rate)
+        # Epoch means, aggregated over replicas like Keras metrics are: the logs (and
+        # DWA, which reads them) see the global batch.
         self.trackers = {name: tf.keras.metrics.Mean(name=name)
-                         for name in ["loss", *(f"{task}_loss" for task in self.tasks)]}
+                         for name in ["loss", *(f"{task}_loss" for task in self.tasks),
+                                      *(f"weight_{task}" for task in self.tasks)]}
+
+    def call(self, images, training=False):
+        return self.network(images, training=training)
 
     @property
     def metrics(self):
         return list(self.trackers.values())  # reset by fit at the start of each epoch
 
-    def task_losses(self, targets: dict, outputs: dict) -> dict:
-        """{task: scalar}: each task's per-example loss averaged over the batch."""
-        result = {}
-        if "segmentation" in self.tasks:
-            labels = tf.cast(targets["labels"], tf.int32)
-            probabilities = outputs["segmentation"]
-            per_example = losses.dice_loss(labels, probabilities)  # [B]; -1 pixels left out
-            if self.cross_entropy_weight:
-                one_hot = tf.one_hot(labels, self.num_classes)  # -1 -> all zeros
-                log_p = tf.math.log(tf.clip_by_value(probabilities, 1e-7, 1.0))
-                pixel_ce = -tf.reduce_sum(one_hot * log_p, axis=[1, 2, 3])
-                labelled = tf.reduce_sum(tf.cast(labels >= 0, tf.float32), axis=[1, 2])
-                per_example += self.cross_entropy_weight * tf.math.divide_no_nan(pixel_ce,
-                                                                                 labelled)
-            result["segmentation"] = tf.reduce_mean(per_example)
-        if "depth" in self.tasks:
-            true_depth = tf.cast(targets["depth"], tf.float32)
-            result["depth"] = tf.reduce_mean(self.depth_loss_fn(true_depth, outputs["depth"]))
-        return result
+    def task_losses(self, targets: dict, outputs: dict) -> list:
+        """[K] scalars: each task's per-example loss averaged over the replica's batch."""
+        found = []
+        for task in self.tasks:
+            if task == "segmentation":
+                labels = tf.cast(targets["labels"], tf.int32)
+                probabilities = outputs["segmentation"]
+                per_example = losses.dice_loss(labels, probabilities)  # [B]; -1 left out
+                if self.cross_entropy_weight:
+                    one_hot = tf.one_hot(labels, self.num_classes)  # -1 -> all zeros
+                    log_p = tf.math.log(tf.clip_by_value(probabilities, 1e-7, 1.0))
+                    pixel_ce = -tf.reduce_sum(one_hot * log_p, axis=[1, 2, 3])
+                    labelled = tf.reduce_sum(tf.cast(labels >= 0, tf.float32), axis=[1, 2])
+                    per_example += self.cross_entropy_weight * tf.math.divide_no_nan(
+                        pixel_ce, labelled)
+            else:
+                per_example = self.depth_loss_fn(tf.cast(targets["depth"], tf.float32),
+                                                 outputs["depth"])
+            found.append(tf.reduce_mean(per_example))
+        return found
 
-    def current_weights(self) -> dict:
-        """{"weight_<task>": effective weight of the task's loss} (and log-variances)."""
-        context = tf.distribute.get_replica_context()
-        if context is not None and context.num_replicas_in_sync > 1:
-            # fit sums what the replicas return: read the weights once, cross-replica.
-            return context.merge_call(lambda strategy: self._weights_now())
-        return self._weights_now()
-
-    def _weights_now(self) -> dict:
+    def loss_weights(self, task_losses) -> tf.Tensor:
+        """[K] weights of the task losses in this step (not differentiated)."""
+        if self.weighting == "dwa":
+            return tf.stack([tf.identity(weight) for weight in self.dwa.loss_weights])
         if self.weighting == "uncertainty":
-            log_variance = tf.reshape(tf.identity(self.uncertainty.log_variances), [-1])
-            shown = {f"log_variance_{t}": log_variance[k] for k, t in enumerate(self.tasks)}
-            weights = 0.5 * tf.exp(-log_variance)
-            return {**{f"weight_{t}": weights[k] for k, t in enumerate(self.tasks)}, **shown}
-        weights = self.dwa.loss_weights if self.weighting == "dwa" else self.static_weights
-        return {f"weight_{t}": tf.identity(weights[k]) for k, t in enumerate(self.tasks)}
-
-    def total_loss(self, task_losses: dict):
-        values = [task_losses[task] for task in self.tasks]
-        if self.weighting == "uncertainty":
-            return self.uncertainty(tf.stack(values))
-        weights = self.dwa.loss_weights if self.weighting == "dwa" else self.static_weights
-        return tf.reduce_sum(tf.stack(weights) * tf.stack(values))
+            return 0.5 * tf.exp(-tf.identity(self.uncertainty.log_variances))
+        if self.weighting == "famo":
+            return self.famo.loss_weights(balancing.global_mean(task_losses))
+        return tf.constant(self.static_weights, tf.float32)
 
     def train_step(self, data):
         images, targets = data
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
-        with tf.GradientTape() as tape:
-            outputs = self(images, training=True)
-            task_losses = self.task_losses(targets, outputs)
-            total = self.total_loss(task_losses)
+        variables = self.trainable_variables
+        gradient_method = self.weighting in GRADIENT_WEIGHTINGS
+        with tf.GradientTape(persistent=gradient_method) as tape:
+            task_losses = self.task_losses(targets, self(images, training=True))
+            weights = self.loss_weights(task_losses)
+            if self.weighting == "uncertainty":
+                total = self.uncertainty(tf.stack(task_losses))
+            else:
+                total = tf.reduce_sum(weights * tf.stack(task_losses))
             replica_share = total / replicas
-        self.optimizer.minimize(replica_share, self.trainable_variables, tape=tape)
-        # Keras metrics aggregate over replicas when read: the logs (and DWA, which
-        # reads them) see the global batch.
+        if gradient_method:
+            gradients = balancing.combined_gradients(tape, task_losses, variables,
+                                                     method=self.weighting,
+                                                     step=self.optimizer.iterations)
+            del tape
+            balancing.apply_gradients(self.optimizer, gradients, variables)
+        else:
+            self.optimizer.minimize(replica_share, variables, tape=tape)
+        if self.weighting == "famo":  # the losses after the step, on the same batch
+            after = self.task_losses(targets, self(images, training=True))
+            self.famo.update(balancing.global_mean(task_losses), balancing.global_mean(after))
         self.trackers["loss"].update_state(total)
-        for task in self.tasks:
-            self.trackers[f"{task}_loss"].update_state(task_losses[task])
-        return {**{name: tracker.result() for name, tracker in self.trackers.items()},
-                **self.current_weights()}
+        for k, task in enumerate(self.tasks):
+            self.trackers[f"{task}_loss"].update_state(task_losses[k])
+            self.trackers[f"weight_{task}"].update_state(weights[k])
+        return {name: tracker.result() for name, tracker in self.trackers.items()}
+
+
+def serving(network: tf.keras.Model):
+    """The SavedModel signature: raw uint8 images [B, H, W, 3] -> {"depth": [B, H, W]
+    metres, "class_scores": [B, H, W, C] probabilities} (heads the network has)."""
+    height, width = network.input_shape[1:3]
+
+    @tf.function(input_signature=[tf.TensorSpec([None, height, width, 3], tf.uint8,
+                                                name="images")])
+    def serve(images):
+        outputs = network(images, training=False)
+        names = {"segmentation": "class_scores", "depth": "depth"}
+        return {names[task]: value for task, value in outputs.items()}
+
+    return serve
+
+
+def predict(network: tf.keras.Model, images, batch_size: int = 64) -> dict:
+    """{task: array [N, H, W(, C)]}: `network` on all `images`, in chunks."""
+    chunks = [network(images[i:i + batch_size], training=False)
+              for i in range(0, len(images), batch_size)]
+    return {task: tf.concat([chunk[task] for chunk in chunks], 0).numpy()
+            for task in chunks[0]}

@@ -1,325 +1,182 @@
-"""Depth estimation + semantic segmentation: one U-Net, two heads, a weighted multi-task loss.
+"""Depth estimation + semantic segmentation: one U-Net, two heads, balanced multi-task.
 
     python recipes/depth_segmentation/train.py
 
-Trains a U-Net with a shared encoder and two decoders (class probabilities and depth) on
-procedurally rendered rooms, with the per-task losses weighted `--weighting=static`
-(fixed `--seg_weight`, `--depth_weight`), `uncertainty` (learned, Kendall et al. 2018) or
-`dwa` (Dynamic Weight Average, Liu et al. 2019). Segmentation loss: per-image soft Dice
-(+ `--cross_entropy_weight` x cross-entropy); depth loss `--depth_loss` l1, berhu or
-silog, invalid depth (0) masked. With `--baselines` (default) the same run trains the two
-single-task networks of the same size, and the record says, with paired bootstrap
-intervals over test images, whether sharing the encoder helped.
-`--dataset=nyuv2:PATH` reads the NYUv2 labelled set (13 classes); `npz:PATH` your own.
+Trains the multi-task U-Net (shared encoder, one decoder per task, heads that exchange
+features) and the two single-task networks of the same encoder and decoder, then
+reports, with paired bootstrap intervals over the test images, ΔM (mean relative change
+over mIoU, pixel accuracy, abs err and AbsRel; negative = multi-task better) and each
+task's gain. `--weighting`: static, uncertainty, dwa, famo (loss weights) or pcgrad,
+aligned_mtl (per-task gradients combined, common.balancing). Data: rendered rooms
+(default), `nyuv2:PATH` (the labelled .mat), `npz:PATH`. `--evaluate_on=validation`
+scores on held-out training rooms instead of the test split (for choosing settings).
 """
 
 from __future__ import annotations
 
-import sys
+import os
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+import common  # noqa: F401  (Keras 2 before TensorFlow)
+import numpy as np
+import tensorflow as tf
+from absl import flags
 
-import common  # noqa: E402,F401  (Keras 2 before TensorFlow)
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
-from absl import flags  # noqa: E402
+from common import flags as common_flags
+from common import results, training
+from recipes.depth_segmentation import data, evaluate, model, report
 
-from common import flags as common_flags  # noqa: E402
-from common import results, training  # noqa: E402
-from recipes.depth_segmentation import data, metrics, model, scenes  # noqa: E402
-
-RECIPE = Path(__file__).resolve().parent.name
+RECIPE = "depth_segmentation"
 FLAGS = flags.FLAGS
 
-flags.DEFINE_enum("weighting", "static", model.WEIGHTINGS, "How the two task losses combine.")
+flags.DEFINE_enum("weighting", "static", model.WEIGHTINGS, "How the two tasks combine.")
 flags.DEFINE_float("seg_weight", 1.0, "static: weight of the segmentation loss.", lower_bound=0)
 flags.DEFINE_float("depth_weight", 1.0, "static: weight of the depth loss.", lower_bound=0)
 flags.DEFINE_float("dwa_temperature", 2.0, "dwa: temperature T.", lower_bound=1e-3)
 flags.DEFINE_enum("depth_loss", "l1", list(model.DEPTH_LOSSES), "Depth loss (invalid masked).")
-flags.DEFINE_float("cross_entropy_weight", 1.0,
-                   "Weight of pixel cross-entropy added to the Dice loss (0: Dice alone).",
-                   lower_bound=0)
-flags.DEFINE_bool("baselines", True, "Also train the single-task networks of the same size.")
-flags.DEFINE_integer("num_classes", None, "Classes (default: the dataset's own).", lower_bound=1)
+flags.DEFINE_float("cross_entropy_weight", 1.0, "Pixel cross-entropy added to the Dice loss "
+                   "(0: Dice alone).", lower_bound=0)
+flags.DEFINE_bool("exchange", True, "Multi-task heads read both decoders' features.")
+flags.DEFINE_integer("shared_levels", None, "Multi-task: encoder levels the tasks share "
+                     "(default: all and the bottleneck); deeper ones are per task.",
+                     lower_bound=0)
+flags.DEFINE_bool("baselines", True, "Also train the single-task networks (needed for ΔM).")
 flags.DEFINE_integer("base_filters", 12, "U-Net width: filters of the first level.",
                      lower_bound=1)
 flags.DEFINE_integer("levels", 3, "U-Net depth: poolings in the encoder.", lower_bound=1)
-flags.DEFINE_integer("train_images", 768, "synthetic: rooms rendered for training.",
-                     lower_bound=1)
-flags.DEFINE_integer("test_images", 256, "synthetic: rooms rendered for testing.", lower_bound=1)
+flags.DEFINE_integer("train_images", 768, "synthetic: rooms for training.", lower_bound=8)
+flags.DEFINE_integer("test_images", 256, "synthetic: rooms for testing.", lower_bound=2)
 flags.DEFINE_integer("image_size", 64, "synthetic: image height and width.", lower_bound=16)
-flags.DEFINE_integer("downsample", 8, "nyuv2: shrink the 480x640 images by this factor.",
-                     lower_bound=1)
-flags.DEFINE_float("test_fraction", 0.45, "nyuv2/npz: share of images held out for testing "
-                   "(0.45 ~ the official 654 of 1449).", lower_bound=0.01, upper_bound=0.99)
+flags.DEFINE_string("resolution", "288x384", "nyuv2/npz: HxW the images are resized to "
+                    "(288x384: LibMTL's NYUv2 protocol).")
+flags.DEFINE_integer("num_classes", None, "Classes (default: the dataset's own).", lower_bound=2)
+flags.DEFINE_float("test_fraction", 0.45, "nyuv2 without splits.mat / npz: share of images "
+                   "held out for testing.", lower_bound=0.01, upper_bound=0.99)
+flags.DEFINE_enum("evaluate_on", "test", ["test", "validation"], "Score on the test split, "
+                  "or on the last --validation_fraction of the training images.")
+flags.DEFINE_float("validation_fraction", 0.25, "Share of training images held out by "
+                   "--evaluate_on=validation.", lower_bound=0.05, upper_bound=0.5)
 flags.register_validator(
-    "dataset", lambda value: value is None or value == "synthetic"
-    or (value.split(":", 1)[0] in ("nyuv2", "npz") and len(value.split(":", 1)) == 2
-        and value.split(":", 1)[1] != ""),
+    "dataset", lambda value: value == "synthetic" or (
+        value.partition(":")[0] in ("nyuv2", "npz") and value.partition(":")[2] != ""),
     message="--dataset must be synthetic, nyuv2:PATH or npz:PATH")
+flags.register_validator(
+    "resolution", lambda value: len(value.split("x")) == 2
+    and all(part.isdigit() and int(part) > 0 for part in value.split("x")),
+    message="--resolution must be HxW, e.g. 288x384")
 
 common_flags.set_defaults(epochs=6, global_batch_size=32, learning_rate=2e-3,
                           dataset="synthetic")
-
-# LibMTL's NYUv2 table (DeepLabV3+ on ResNet-50, full resolution, official split): context
-# for a nyuv2: run, not a target, and not comparable with the synthetic rooms.
-REFERENCES = [
-    {"name": f"LibMTL NYUv2 13-class, {method} weighting", "metric": metric, "value": value,
-     "source": "LibMTL documentation (Lin & Zhang 2023), NYUv2 results table"}
-    for method, metric, value in [("equal", "miou", 0.5410), ("equal", "abs_rel", 0.1596),
-                                  ("uncertainty", "miou", 0.5402),
-                                  ("uncertainty", "abs_rel", 0.1573)]
-]
-SEG_METRICS, DEPTH_METRICS = ("miou", "pixel_accuracy"), ("abs_rel", "rmse", "delta1")
+SMOKE = {"epochs": 3, "global_batch_size": 16, "train_images": 96, "test_images": 32,
+         "image_size": 32}
+NETWORKS = {"multi_task": model.TASKS, "segmentation_only": ("segmentation",),
+            "depth_only": ("depth",)}
+TOLERANCES = {"delta_m": 4.0, "miou_gain": 0.03, "abs_rel_gain": 0.025, "miou": 0.03,
+              "pixel_accuracy": 0.03, "abs_rel": 0.025, "abs_err": 0.08, "delta1": 0.04}
 
 
-def load_data() -> tuple[dict, dict, str, tuple]:
-    """(train, test, dataset name, class names); arrays as data.py describes them."""
-    kind, _, path = FLAGS.dataset.partition(":")
-    if kind == "synthetic":
-        train_count, test_count = ((4 * FLAGS.global_batch_size, 32) if FLAGS.smoke
-                                   else (FLAGS.train_images, FLAGS.test_images))
-        size = FLAGS.image_size
-        if size % 2 ** (FLAGS.levels + 1):
-            raise ValueError(f"--image_size={size} must be a multiple of 2**(--levels+1) = "
-                             f"{2 ** (FLAGS.levels + 1)}")
-        train = scenes.synthetic(train_count, size, seed=FLAGS.seed)
-        test = scenes.synthetic(test_count, size, seed=FLAGS.seed + 1_000_003)
-        return train, test, f"synthetic rooms {size}x{size}", scenes.SCENE_CLASSES
-    if kind == "nyuv2":
-        arrays = data.load_nyuv2(path, FLAGS.downsample, multiple=2 ** (FLAGS.levels + 1))
-        names = data.NYU13_CLASSES
-    else:
-        arrays = data.load_npz(path)
-        names = tuple(f"class{i}" for i in range(int(arrays["labels"].max()) + 1))
-    data.validate(arrays["images"], arrays["depths"], arrays["labels"],
-                  FLAGS.num_classes or len(names), path)
-    height, width = arrays["images"].shape[1:3]
-    if height % 2 ** (FLAGS.levels + 1) or width % 2 ** (FLAGS.levels + 1):
-        raise ValueError(f"{path}: images {height}x{width} must be multiples of "
-                         f"2**(--levels+1) = {2 ** (FLAGS.levels + 1)}")
-    order = np.random.default_rng(FLAGS.seed).permutation(len(arrays["images"]))
-    if FLAGS.smoke:
-        order = order[:48]
-    cut = len(order) - max(1, int(round(FLAGS.test_fraction * len(order))))
-    if cut < 1:
-        raise ValueError(f"{path}: {len(order)} images cannot be split into train and test")
-    pick = lambda index: {key: value[index] for key, value in arrays.items()}  # noqa: E731
-    return pick(order[:cut]), pick(order[cut:]), f"{kind}:{Path(path).name}", names
-
-
-def as_dataset(arrays: dict) -> tf.data.Dataset:
-    """Unbatched (image uint8 [H, W, 3], {"labels": [H, W], "depth": [H, W]})."""
-    return tf.data.Dataset.from_tensor_slices(
-        (arrays["images"], {"labels": arrays["labels"], "depth": arrays["depths"]}))
-
-
-def model_history(run, name: str) -> list[dict]:
-    """The logged epochs of model `name`, in order, the last record of each epoch kept."""
-    entries = {entry["epoch"]: entry for entry in training.history(run)
-               if entry.get("model") == name}
-    return [entries[epoch] for epoch in sorted(entries)]
-
-
-def predict(network, images, batch_size: int = 64) -> dict:
-    """Outputs of `network` on all `images`, in chunks: {task: array [N, H, W(, C)]}."""
-    chunks = [network(images[i:i + batch_size], training=False)
-              for i in range(0, len(images), batch_size)]
-    return {task: np.concatenate([chunk[task].numpy() for chunk in chunks])
-            for task in chunks[0]}
-
-
-def train_one(run, name: str, tasks: tuple, train: dict, num_classes: int) -> dict:
-    """Builds, trains and evaluates one network; returns its per-image test statistics."""
+def train_network(run, name: str, train: dict, num_classes: int) -> tf.keras.Model:
+    """Builds and trains (or, in a resumed run, loads) network `name`."""
     tf.keras.utils.set_random_seed(FLAGS.seed)
     valid_depth = train["depths"][train["depths"] > 0]
     with run.strategy.scope():
-        network = model.build(
-            num_classes, tasks, base_filters=FLAGS.base_filters, levels=FLAGS.levels,
-            depth_scale=float(np.median(valid_depth)) if valid_depth.size else 1.0,
-            weighting=FLAGS.weighting, static_weights=(FLAGS.seg_weight, FLAGS.depth_weight),
-            depth_loss=FLAGS.depth_loss, cross_entropy_weight=FLAGS.cross_entropy_weight)
-        network.compile(optimizer=tf.keras.optimizers.Adam(FLAGS.learning_rate),
+        network = model.build_network(
+            num_classes, NETWORKS[name], image_shape=train["images"].shape[1:3],
+            base_filters=FLAGS.base_filters, levels=FLAGS.levels,
+            depth_scale=float(np.median(valid_depth)), exchange=FLAGS.exchange,
+            shared_levels=FLAGS.shared_levels)
+        trainer = model.MultiTask(
+            network, num_classes=num_classes, weighting=FLAGS.weighting,
+            static_weights=(FLAGS.seg_weight, FLAGS.depth_weight), depth_loss=FLAGS.depth_loss,
+            cross_entropy_weight=FLAGS.cross_entropy_weight,
+            dwa_temperature=FLAGS.dwa_temperature)
+        trainer.compile(optimizer=tf.keras.optimizers.Adam(FLAGS.learning_rate),
                         jit_compile=FLAGS.jit_compile)
     callbacks = []
-    if network.weighting == "dwa":
-        # A resumed run replays the logged epochs, so DWA continues with the λ and the
-        # loss history an uninterrupted run would have.
-        for entry in model_history(run, name)[:training.saved_epoch(run, name)]:
-            network.dwa.on_epoch_end(entry["epoch"] - 1, entry)
-        callbacks.append(network.dwa)
-    stream, steps = training.training_stream(as_dataset(train), run, name=name)
-    started = time.perf_counter()
-    training.fit(run, network, stream, steps_per_epoch=steps, callbacks=callbacks, name=name,
-                 epochs=min(FLAGS.epochs, 3) if FLAGS.smoke else FLAGS.epochs)
-    return {"network": network, "seconds": time.perf_counter() - started,
-            "parameters": network.count_params()}
-
-
-def evaluate(trained: dict, test: dict, num_classes: int) -> dict:
-    outputs = predict(trained["network"], test["images"])
-    stats = {}
-    if "segmentation" in outputs:
-        predicted = outputs["segmentation"].argmax(-1)
-        stats["confusion"] = metrics.per_image_confusion(test["labels"], predicted, num_classes)
-        trained["predicted_labels"] = predicted
-    if "depth" in outputs:
-        stats["depth"] = metrics.per_image_depth_sums(test["depths"], outputs["depth"])
-        trained["predicted_depth"] = outputs["depth"]
-    trained["stats"] = stats
-    found = {}
-    if "confusion" in stats:
-        found.update({k: v for k, v in metrics.segmentation_metrics(
-            stats["confusion"].sum(0)).items() if k in SEG_METRICS})
-    if "depth" in stats:
-        found.update(metrics.depth_metrics(stats["depth"]))
-    return found
-
-
-def compare(multi: dict, single: dict, found: dict) -> None:
-    """Adds multi-task minus single-task, `<metric>_gain`, with a paired bootstrap
-    interval over test images; positive = multi-task better (AbsRel, RMSE negated)."""
-    for key, names, function in (("confusion", SEG_METRICS, metrics.segmentation_metrics),
-                                 ("depth", DEPTH_METRICS, metrics.depth_metrics)):
-        if key not in single["stats"]:
-            continue
-        first, second = multi["stats"][key], single["stats"][key]
-        for metric in names:
-            def score(sums, metric=metric, function=function):
-                return (-1 if metric in ("abs_rel", "rmse") else 1) * function(sums)[metric]
-            found[f"{metric}_gain"] = score(first.sum(0)) - score(second.sum(0))
-            found[f"{metric}_gain_ci_low"], found[f"{metric}_gain_ci_high"] = (
-                metrics.paired_bootstrap(first, second, score, seed=FLAGS.seed,
-                                         samples=200 if FLAGS.smoke else 1000))
-
-
-def plot(run, test: dict, trained: dict, class_names) -> list[Path]:
-    """Predictions on four test images, and the task losses and weights per epoch."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    multi = trained["multi_task"]
-    count, cmap = min(4, len(test["images"])), plt.get_cmap("tab20", len(class_names))
-    figure, axes = plt.subplots(count, 5, figsize=(11, 2.3 * count), squeeze=False)
-    depth_max = float(test["depths"][:count].max()) or 1.0
-    for row in range(count):
-        panels = [(test["images"][row], "RGB", {}),
-                  (test["labels"][row], "true classes", {"cmap": cmap}),
-                  (multi["predicted_labels"][row], "predicted classes", {"cmap": cmap}),
-                  (test["depths"][row], "true depth (0 = invalid)", {"cmap": "magma_r"}),
-                  (multi["predicted_depth"][row], "predicted depth", {"cmap": "magma_r"})]
-        for axis, (image, title, style) in zip(axes[row], panels):
-            if "classes" in title:
-                style = {**style, "vmin": -0.5, "vmax": len(class_names) - 0.5}
-            elif "depth" in title:
-                style = {**style, "vmin": 0, "vmax": depth_max}
-            axis.imshow(image, interpolation="nearest", **style)
-            axis.set_axis_off()
-            if row == 0:
-                axis.set_title(title, fontsize=9)
-    figure.suptitle(f"multi-task U-Net, {FLAGS.weighting} weighting: test images", fontsize=10)
-    figure.tight_layout()
-    paths = [run.model_dir / "predictions.png"]
-    figure.savefig(paths[0], dpi=90)
-    plt.close(figure)
-
-    figure, (left, right) = plt.subplots(1, 2, figsize=(10, 3.4))
-    for name in trained:
-        rows = model_history(run, name)
-        for task in ("segmentation", "depth"):
-            if rows and f"{task}_loss" in rows[0]:
-                left.plot([r["epoch"] for r in rows], [r[f"{task}_loss"] for r in rows],
-                          marker="o", label=f"{name}: {task}")
-        if name == "multi_task":
-            for task in ("segmentation", "depth"):
-                right.plot([r["epoch"] for r in rows], [r[f"weight_{task}"] for r in rows],
-                           marker="o", label=f"weight of {task} loss")
-    left.set(xlabel="epoch", ylabel="training loss (epoch mean)", title="task losses")
-    right.set(xlabel="epoch", ylabel="effective weight",
-              title=f"{FLAGS.weighting} weighting of the multi-task model")
-    left.legend(fontsize=7)
-    right.legend(fontsize=7)
-    figure.tight_layout()
-    paths.append(run.model_dir / "training.png")
-    figure.savefig(paths[1], dpi=90)
-    plt.close(figure)
-    return paths
+    if trainer.weighting == "dwa":
+        # DWA's λ follow the logged epoch losses: a resumed run replays the epochs its
+        # backup holds, so λ continue as in an uninterrupted run.
+        logged = report.network_history(training.history(run), name)
+        for entry in logged[:training.saved_epoch(run, name)]:
+            trainer.dwa.on_epoch_end(entry["epoch"] - 1, entry)
+        callbacks.append(trainer.dwa)
+    training.fit(run, trainer, data.as_dataset(train), epochs=FLAGS.epochs,
+                 callbacks=callbacks, name=name)
+    return network
 
 
 def train() -> dict:
-    run = training.start(RECIPE)
-    train_arrays, test, dataset_name, class_names = load_data()
-    num_classes = FLAGS.num_classes or len(class_names)
-    for split, arrays in (("train", train_arrays), ("test", test)):
-        data.validate(arrays["images"], arrays["depths"], arrays["labels"], num_classes,
-                      f"{dataset_name} {split} split")
-    if num_classes > len(class_names):
-        class_names = tuple(class_names) + tuple(f"class{i}" for i in
-                                                 range(len(class_names), num_classes))
+    run = training.start(RECIPE, common_flags.settings())
+    height, width = (int(side) for side in FLAGS.resolution.split("x"))
+    train_arrays, test, dataset_name, class_names = data.load(
+        FLAGS.dataset, seed=FLAGS.seed, train_images=FLAGS.train_images,
+        test_images=FLAGS.test_images, image_size=FLAGS.image_size,
+        resolution=(height, width), test_fraction=FLAGS.test_fraction,
+        num_classes=FLAGS.num_classes, multiple=2 ** (FLAGS.levels + 1))
+    if FLAGS.smoke and FLAGS.dataset != "synthetic":  # after validation of the full data
+        train_arrays, test = data.smoke_subset(train_arrays, "train"), data.smoke_subset(
+            test, "test")
+    if FLAGS.evaluate_on == "validation":  # the test split is not looked at
+        train_arrays, test = data.hold_out(train_arrays, FLAGS.validation_fraction)
+    num_classes = len(class_names)
     print(f"[{RECIPE}] {dataset_name}: {len(train_arrays['images'])} train / "
-          f"{len(test['images'])} test images, {num_classes} classes", flush=True)
+          f"{len(test['images'])} {FLAGS.evaluate_on} images, {num_classes} classes",
+          flush=True)
 
-    setups = {"multi_task": model.TASKS}
-    if FLAGS.baselines:
-        setups.update(segmentation_only=("segmentation",), depth_only=("depth",))
-    trained, found = {}, {}
-    for name, tasks in setups.items():
-        trained[name] = train_one(run, name, tasks, train_arrays, num_classes)
-        found[name] = evaluate(trained[name], test, num_classes)
+    names = list(NETWORKS) if FLAGS.baselines else ["multi_task"]
+    stats, found, networks, outputs = {}, {}, {}, {}
+    for name in names:
+        network = train_network(run, name, train_arrays, num_classes)
+        outputs[name] = model.predict(network, test["images"])
+        stats[name] = evaluate.statistics(outputs[name], test, num_classes)
+        found[name] = evaluate.metrics_of(stats[name])
+        networks[name] = {"network": network, "parameters": network.count_params()}
+        training.save_model(run, network, serving=model.serving(network),
+                            name="" if name == "multi_task" else name)
         print(f"[{RECIPE}] {name}: " + "  ".join(f"{k}={v:.4f}" for k, v in
                                                   found[name].items()), flush=True)
-    headline = dict(found["multi_task"])
-    for name in ("segmentation_only", "depth_only"):
-        if name in trained:
-            compare(trained["multi_task"], trained[name], headline)
-    multi_rows = model_history(run, "multi_task")
-    for task in model.TASKS:
-        headline[f"final_weight_{task}"] = multi_rows[-1][f"weight_{task}"]
+    sample = slice(0, 8)  # what the saved models must reproduce (tests load them)
+    np.savez(run.path("test_predictions.npz"), images=test["images"][sample],
+             **{task: value[sample] for task, value in outputs["multi_task"].items()})
 
-    columns = ["model", *SEG_METRICS, *DEPTH_METRICS, "parameters", "train seconds"]
-    rows = [[f"{name} ({FLAGS.weighting})" if name == "multi_task" else name,
-             *[found[name].get(metric) for metric in (*SEG_METRICS, *DEPTH_METRICS)],
-             trained[name]["parameters"], round(trained[name]["seconds"], 1)]
-            for name in trained]
-    weights = [[row["epoch"], *[row[f"weight_{task}"] for task in model.TASKS],
-                *[row[f"{task}_loss"] for task in model.TASKS]] for row in multi_rows]
-    iou = metrics.segmentation_metrics(trained["multi_task"]["stats"]["confusion"].sum(0))
-    tables = {
-        "multi-task vs single-task": {"columns": columns, "rows": rows},
-        "task weights per epoch": {
-            "columns": ["epoch", "weight seg", "weight depth", "seg loss", "depth loss"],
-            "rows": weights},
-        "per-class IoU (multi-task)": {
-            "columns": ["class", "IoU"],
-            "rows": [[name, None if np.isnan(v) else float(v)]
-                     for name, v in zip(class_names, iou["iou_per_class"])]},
-    }
+    metrics = {}
+    if FLAGS.baselines:
+        compared = evaluate.compare(stats["multi_task"], stats["segmentation_only"],
+                                    stats["depth_only"], seed=FLAGS.seed,
+                                    resamples=200 if FLAGS.smoke else 1000)
+        metrics["delta_m"] = compared.pop("delta_m")  # the headline leads the summary
+        metrics.update(compared)
+    metrics.update(found["multi_task"])
+    history = training.history(run)
+    last = report.network_history(history, "multi_task")[-1]
+    metrics.update({f"final_weight_{task}": last[f"weight_{task}"] for task in model.TASKS})
+    for name, entry in networks.items():
+        entry["seconds"] = round(sum(r["seconds"] for r in report.network_history(history,
+                                                                                 name)), 1)
     return training.finish(
         run,
-        metrics=headline,
-        tolerances={"miou": 0.03, "pixel_accuracy": 0.03, "abs_rel": 0.02, "delta1": 0.03},
-        baselines={name: found[name] for name in trained if name != "multi_task"},
-        references=REFERENCES if dataset_name.startswith("nyuv2") else [],
-        tables=tables,
+        metrics=metrics,
+        baselines={name: found[name] for name in found if name != "multi_task"},
+        references=report.NYUV2_REFERENCES if FLAGS.dataset.startswith("nyuv2") else [],
+        tables=report.tables(found, networks, history, class_names, FLAGS.weighting,
+                             stats["multi_task"]["confusion"]),
+        tolerances=TOLERANCES,
         dataset={"name": dataset_name, "classes": list(class_names),
+                 "evaluated_on": FLAGS.evaluate_on,
                  "fingerprint": results.fingerprint(*train_arrays.values(), *test.values()),
                  "train_images": len(train_arrays["images"]),
-                 "test_images": len(test["images"]),
+                 "evaluation_images": len(test["images"]),
                  "image_size": list(test["images"].shape[1:3])},
-        model=trained["multi_task"]["network"],
-        artifacts=plot(run, test, trained, class_names),
-        extra={"headline": "miou"},
+        model=networks["multi_task"]["network"],
+        artifacts=report.plots(run.path(""), test, outputs["multi_task"], history,
+                               class_names, FLAGS.weighting),
+        # CPU seconds and load beside the wall time: on a shared machine they say what a
+        # quiet one would take.
+        extra={"headline": "delta_m" if FLAGS.baselines else "miou",
+               "cpu_seconds": round(time.process_time(), 1),
+               "load_average": [round(load, 2) for load in os.getloadavg()]},
     )
 
 
-def run(argv: list[str]) -> dict:
-    """Parses `argv` as the command line would, trains, and returns the results record."""
-    common_flags.parse(argv)
-    return train()
-
-
 if __name__ == "__main__":
-    training.cli(train)
+    training.cli(train, smoke=SMOKE)

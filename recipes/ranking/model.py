@@ -1,6 +1,18 @@
-"""A TFRS listwise ranking model: user and movie towers into a scoring MLP.
+"""The ranking model: a scorer of (user, list of movies), and the TFRS model that trains it.
 
-Inputs: {"user": [B] int32, "movie": [B, L] int32 (0 = padding)}; output scores [B, L].
+The scorer is a functional Keras model of built-in layers only, so `model.keras` loads
+in a fresh process without custom objects:
+
+    {"user": [B] int32 code, "movie": [B, L] int32 codes (0 = padding)} -> scores [B, L]
+
+    score(u, m) = MLP([user, movie]) + user . movie + movie bias + w . features(m),
+    movie = movie id embedding + W features(m)
+
+where features(m) are the movie's genres, release decade and statistics of the training
+ratings (train.py: `data.rating_statistics`). `serving_model` puts integer lookups of
+the raw MovieLens ids in front of it. `RankingModel` (a `tfrs.Model`) trains the scorer
+with a list loss from `common.losses` and, with `rating_weight` > 0, an auxiliary rating
+term: the scores plus a user bias and the mean label regress the labels (MSE).
 """
 
 from __future__ import annotations
@@ -13,86 +25,123 @@ import tensorflow_recommenders as tfrs
 from common import losses
 
 LOSSES = ("ranknet", "pairwise_hinge", "mse", "listmle")
+LIST_LOSSES = {"ranknet": losses.ranknet_loss, "pairwise_hinge": losses.pairwise_hinge_loss,
+               "listmle": losses.listmle_loss, "mse": losses.listwise_mse}
 
 
-def list_loss(name: str):
-    """Per-list loss `(labels [B, L], scores [B, L]) -> [B]`; labels < 0 are padding."""
-    function = {
-        "ranknet": losses.ranknet_loss,
-        "pairwise_hinge": losses.pairwise_hinge_loss,
-        "listmle": losses.listmle_loss,
-        "mse": losses.listwise_mse,
-    }[name]
-    return lambda labels, scores: function(labels, scores, mask=labels >= 0)
+def build_scorer(num_users: int, num_movies: int, movie_features: np.ndarray,
+                 embedding_dim: int = 32, hidden_units: tuple[int, ...] = (64, 16),
+                 l2: float = 0.0) -> tf.keras.Model:
+    """Scores [B, L] of users [B] and their lists of movies [B, L] (integer codes).
+
+    `movie_features` [M + 1, F] (row 0 padding) sits in a frozen embedding table, so it
+    is saved with the weights. `l2` penalises the embeddings and the movie bias.
+    """
+    regularizer = tf.keras.regularizers.l2(l2) if l2 else None
+    user = tf.keras.Input(shape=(), dtype=tf.int32, name="user")
+    movie = tf.keras.Input(shape=(None,), dtype=tf.int32, name="movie")
+    users = tf.keras.layers.Embedding(num_users + 1, embedding_dim, name="user_embedding",
+                                      embeddings_regularizer=regularizer)(user)  # [B, D]
+    feature_table = tf.keras.layers.Embedding(num_movies + 1, movie_features.shape[1],
+                                              trainable=False, name="movie_features")
+    features = feature_table(movie)  # [B, L, F]
+    movies = tf.keras.layers.Add(name="movie_vector")([
+        tf.keras.layers.Embedding(num_movies + 1, embedding_dim, name="movie_embedding",
+                                  embeddings_regularizer=regularizer)(movie),
+        tf.keras.layers.Dense(embedding_dim, use_bias=False, name="feature_embedding",
+                              kernel_regularizer=regularizer)(features)])  # [B, L, D]
+    # The tower's first layer on [user, movie] is W_u user + W_m movie: the user half
+    # is computed once per list, not once per movie (same function, fewer operations).
+    first, *rest = hidden_units
+    user_part = tf.keras.layers.Dense(first, use_bias=False, name="tower_user")(users)
+    tower = tf.keras.layers.Dense(first, name="tower_movie")(movies)  # [B, L, H]
+    tower = tf.nn.relu(tower + user_part[:, tf.newaxis, :])
+    for units in rest:
+        tower = tf.keras.layers.Dense(units, activation="relu")(tower)
+    # An MLP over concatenated embeddings learns dot products poorly (Rendle et al.
+    # 2020): the explicit user . movie term carries the personal taste.
+    terms = [tf.keras.layers.Dense(1, name="tower_score")(tower),
+             tf.reduce_sum(users[:, tf.newaxis, :] * movies, axis=-1, keepdims=True),
+             tf.keras.layers.Embedding(num_movies + 1, 1, embeddings_initializer="zeros",
+                                       embeddings_regularizer=regularizer,
+                                       name="movie_bias")(movie),
+             # What the features say of every user's rating (a mean of few ratings,
+             # an old film), on a direct path rather than only through the tower.
+             tf.keras.layers.Dense(1, use_bias=False, name="feature_bias")(features)]
+    scores = tf.keras.layers.Reshape((-1,), name="scores")(tf.keras.layers.Add()(terms))
+    scorer = tf.keras.Model({"user": user, "movie": movie}, scores, name="scorer")
+    feature_table.set_weights([np.asarray(movie_features, np.float32)])
+    return scorer
+
+
+def serving_model(scorer: tf.keras.Model, user_ids: np.ndarray,
+                  movie_ids: np.ndarray) -> tf.keras.Model:
+    """Scores [B, L] of raw ids: users [B] int64, movies [B, L] int64 (MovieLens ids).
+
+    Code c is the id at index c - 1 of `user_ids` / `movie_ids`; an unknown id maps to
+    code 0, the padding row.
+    """
+    user = tf.keras.Input(shape=(), dtype=tf.int64, name="user")
+    movie = tf.keras.Input(shape=(None,), dtype=tf.int64, name="movie")
+    codes = {}
+    for name, ids, raw in (("user", user_ids, user), ("movie", movie_ids, movie)):
+        lookup = tf.keras.layers.IntegerLookup(vocabulary=[int(i) for i in ids],
+                                               mask_token=None, num_oov_indices=1,
+                                               name=f"{name}_code")
+        codes[name] = tf.cast(lookup(raw), tf.int32)
+    return tf.keras.Model({"user": user, "movie": movie}, scorer(codes), name="ranker")
+
+
+def serving_function(ranker: tf.keras.Model) -> tf.types.experimental.GenericFunction:
+    """The SavedModel signature: raw ids in, {"scores": [B, L]} out."""
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.int64, name="user"),
+                                  tf.TensorSpec([None, None], tf.int64, name="movie")])
+    def serve(user, movie):
+        return {"scores": ranker({"user": user, "movie": movie}, training=False)}
+
+    return serve
 
 
 class RankingModel(tfrs.Model):
-    """Scores every movie of a user's list; trained with a listwise or pairwise loss.
+    """Trains `scorer` with a list loss and an auxiliary rating regression.
 
-    score(u, m) = MLP([user, movie, genre embeddings]) + user·(movie + genre) + movie bias.
-    The loss is averaged over the *global* batch of lists, so each replica's share sums
-    to the one-device loss under MirroredStrategy.
+    loss per list = list_loss(labels, scores) + rating_weight * MSE(labels, scores +
+    user bias + the mean label), averaged over the *global* batch of lists (each
+    replica's share sums to the one-device loss under MirroredStrategy), plus the L2
+    penalties. Labels < 0 are padding and count nowhere.
     """
 
-    def __init__(
-        self,
-        num_users: int,
-        num_movies: int,
-        movie_genres: np.ndarray,
-        loss: str,
-        global_batch_size: int,
-        embedding_dim: int = 32,
-        hidden_units: tuple[int, ...] = (64, 16),
-        item_bias: bool = True,
-        dot_interaction: bool = True,
-        l2: float = 0.0,
-    ):
+    def __init__(self, scorer: tf.keras.Model, num_users: int, loss: str,
+                 rating_weight: float, mean_label: float, global_batch_size: int,
+                 l2: float = 0.0):
         super().__init__()
-        regularizer = tf.keras.regularizers.l2(l2) if l2 else None
-        self.user_embedding = tf.keras.layers.Embedding(
-            num_users + 1, embedding_dim, embeddings_regularizer=regularizer)
-        self.movie_embedding = tf.keras.layers.Embedding(
-            num_movies + 1, embedding_dim, embeddings_regularizer=regularizer)
-        self.movie_genres = tf.constant(movie_genres, tf.float32)  # [M + 1, G]
-        self.genre_embedding = tf.keras.layers.Dense(embedding_dim, use_bias=False)
-        self.movie_bias = (
-            tf.keras.layers.Embedding(num_movies + 1, 1, embeddings_initializer="zeros")
-            if item_bias else None
-        )
-        self.score_tower = tf.keras.Sequential(
-            [tf.keras.layers.Dense(units, activation="relu") for units in hidden_units]
-            + [tf.keras.layers.Dense(1)]
-        )
-        self.dot_interaction = dot_interaction
-        self.per_list_loss = list_loss(loss)
+        self.scorer = scorer
+        self.user_bias = tf.keras.layers.Embedding(
+            num_users + 1, 1, embeddings_initializer="zeros",
+            embeddings_regularizer=tf.keras.regularizers.l2(l2) if l2 else None)
+        self.user_bias.build((None,))  # before fit builds the optimizer's slots
+        self.list_loss = LIST_LOSSES[loss]
+        self.rating_weight = rating_weight
+        self.mean_label = mean_label
         self.global_batch_size = global_batch_size
-        self.task = tfrs.tasks.Ranking(loss=self._loss_for_task)
+        self.task = tfrs.tasks.Ranking(loss=self._per_list_loss)
         self.loss_tracker = tf.keras.metrics.Mean(name="loss")
 
-    def _loss_for_task(self, y_true, y_pred, sample_weight=None):
-        return self.per_list_loss(y_true, y_pred)
+    def _per_list_loss(self, y_true, y_pred, sample_weight=None):
+        return self.list_loss(y_true, y_pred, mask=y_true >= 0)  # [B]
 
     def call(self, features) -> tf.Tensor:
-        movies = features["movie"]  # [B, L]
-        list_length = tf.shape(movies)[1]
-        users = self.user_embedding(features["user"])  # [B, D]
-        users = tf.repeat(users[:, tf.newaxis, :], list_length, axis=1)  # [B, L, D]
-        items = self.movie_embedding(movies)  # [B, L, D]
-        genres = self.genre_embedding(tf.gather(self.movie_genres, movies))  # [B, L, D]
-        towers = tf.concat([users, items, genres], axis=-1)
-        scores = tf.squeeze(self.score_tower(towers), axis=-1)  # [B, L]
-        if self.dot_interaction:
-            # An MLP over concatenated embeddings learns dot products poorly (Rendle et
-            # al. 2020); the explicit user·movie term carries the personal taste.
-            scores += tf.reduce_sum(users * (items + genres), axis=-1)
-        if self.movie_bias is not None:
-            scores += tf.squeeze(self.movie_bias(movies), axis=-1)
-        return scores
+        return self.scorer(features)
 
     def compute_loss(self, inputs, training: bool = False) -> tf.Tensor:
-        features, labels = inputs
-        per_list = self.task(labels=labels, predictions=self(features, training=training),
-                             compute_metrics=False)  # [B_replica]
+        features, labels = inputs  # labels [B, L]
+        scores = self.scorer(features, training=training)
+        per_list = self.task(labels=labels, predictions=scores, compute_metrics=False)
+        if self.rating_weight:
+            ratings = scores + self.user_bias(features["user"]) + self.mean_label
+            per_list += self.rating_weight * losses.listwise_mse(labels, ratings,
+                                                                 mask=labels >= 0)
         self.loss_tracker.update_state(per_list)
         return tf.nn.compute_average_loss(per_list, global_batch_size=self.global_batch_size)
 
@@ -114,17 +163,7 @@ class RankingModel(tfrs.Model):
     def metrics(self):
         return [self.loss_tracker]
 
-    @tf.function(reduce_retracing=True)
-    def score(self, users: tf.Tensor, movies: tf.Tensor) -> tf.Tensor:
-        """Scores [B, L] of users [B] and their lists of movies [B, L]."""
-        return self({"user": users, "movie": movies}, training=False)
 
-
-def score_lists(model: RankingModel, users: np.ndarray, movies: np.ndarray,
-                batch_size: int = 4096) -> np.ndarray:
-    """Scores [N, L] of lists given as users [N] and movies [N, L]."""
-    scores = [
-        model.score(users[start:start + batch_size], movies[start:start + batch_size]).numpy()
-        for start in range(0, len(users), batch_size)
-    ]
-    return np.concatenate(scores)
+def optimizer(name: str, learning_rate: float) -> tf.keras.optimizers.Optimizer:
+    return {"adam": tf.keras.optimizers.Adam, "adagrad": tf.keras.optimizers.Adagrad}[name](
+        learning_rate)

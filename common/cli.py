@@ -12,6 +12,12 @@ from absl import app, logging
 from common import flags as common_flags
 from common import rundir
 
+def _not_slow_callback_warning(record) -> bool:
+    """Drops Keras' "Callback method ... is slow compared to the batch time": the step
+    timer waits for every step on purpose (real step times), which triggers it."""
+    return "is slow compared to the batch time" not in record.getMessage()
+
+
 HELP_ARGS = ("--help", "-help", "-h", "-?", "--helpshort", "-helpshort")
 
 
@@ -35,6 +41,7 @@ def cli(train: Callable[[], dict], smoke: dict | None = None) -> None:
             logging.set_verbosity(logging.WARNING)  # TensorFlow's INFO lines drown progress
         # TensorFlow's logger has its own handler: propagating to absl's would print twice.
         tf.get_logger().propagate = False
+        tf.get_logger().addFilter(_not_slow_callback_warning)
         try:
             common_flags.apply_smoke(smoke or {}, sys.argv[1:])
             train()

@@ -24,7 +24,10 @@ flags.DEFINE_integer(
     "global_batch_size", 256, "Examples per step summed over all replicas.", lower_bound=1
 )
 flags.DEFINE_float("learning_rate", 1e-3, "Optimizer learning rate.")
-flags.DEFINE_integer("seed", 42, "Seed for data splits, initialisation and shuffling.")
+# From 1: TensorFlow reads a global seed of 0 with a per-epoch shuffle seed of 0 as "no
+# seed" and fails on the symbolic seed of the training stream.
+flags.DEFINE_integer("seed", 42, "Seed for data splits, initialisation and shuffling.",
+                     lower_bound=1)
 flags.DEFINE_enum("strategy", "auto", STRATEGIES, "tf.distribute strategy.")
 flags.DEFINE_integer(
     "num_cpu_devices",

@@ -12,13 +12,19 @@ import os
 import sys
 
 os.environ["TF_USE_LEGACY_KERAS"] = "1"
+
+
+def verbosity_asked(argv: list[str]) -> bool:
+    """Whether `argv` sets absl's `--verbosity` (or `-v`)."""
+    return any(arg.startswith(("--verbosity", "-v=", "--v=")) or arg in ("-v", "--v")
+               for arg in argv)
+
+
 # Verbose when the command line asks for it, or the environment asks TensorFlow for its
 # INFO or WARNING lines (a level of 2 or 3, e.g. the 3 set here and inherited by child
 # processes, stays quiet).
-_VERBOSE = os.environ.get("TF_CPP_MIN_LOG_LEVEL") in ("0", "1") or any(
-    arg.startswith(("--verbosity", "-v=", "--v=")) or arg in ("-v", "--v")
-    for arg in sys.argv[1:]
-)
+_VERBOSE = (os.environ.get("TF_CPP_MIN_LOG_LEVEL") in ("0", "1")
+            or verbosity_asked(sys.argv[1:]))
 if not _VERBOSE:
     os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from typing import Callable
 
-import common  # noqa: F401  (Keras 2 before TensorFlow)
+import common  # Keras 2 before TensorFlow
 import tensorflow as tf
 from absl import app, logging
 
@@ -36,8 +36,7 @@ def cli(train: Callable[[], dict], smoke: dict | None = None) -> None:
     def main(argv):
         if len(argv) > 1:
             raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-        verbose = any(arg.startswith(("--verbosity", "-v")) for arg in sys.argv[1:])
-        if not verbose:
+        if not common.verbosity_asked(sys.argv[1:]):
             logging.set_verbosity(logging.WARNING)  # TensorFlow's INFO lines drown progress
         # TensorFlow's logger has its own handler: propagating to absl's would print twice.
         tf.get_logger().propagate = False

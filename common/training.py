@@ -162,7 +162,9 @@ def fit(
     """
     if (examples is None) == (stream is None):
         raise ValueError("fit: pass either `examples` or `stream`")
-    first_epoch = saved_epoch(run, name)
+    weights = _network_dir(run, name) / "weights"  # a TF checkpoint prefix
+    trained = weights.with_name("weights.index").exists()
+    first_epoch = 0 if trained else saved_epoch(run, name)
     if stream is None:
         def stream(first):
             return training_stream(examples, global_batch_size=run.global_batch_size,
@@ -172,9 +174,8 @@ def fit(
     if not model.built:  # BackupAndRestore and load_weights restore into built variables
         with run.strategy.scope():
             model(next(iter(train_data))[0])
-    finished = _network_dir(run, name) / "weights.index"
-    if finished.exists():
-        model.load_weights(str(finished.with_suffix(""))).expect_partial()
+    if trained:
+        model.load_weights(str(weights)).expect_partial()
         print(f"[{run.recipe}] {name or 'the model'} already trained: loaded", flush=True)
         return None
     if first_epoch:
@@ -202,7 +203,7 @@ def fit(
     losses = history.history.get("loss", [])[-1:]
     if any(not tf.math.is_finite(value) for value in losses):
         raise FloatingPointError("training stopped on a non-finite loss (TerminateOnNaN)")
-    model.save_weights(str(finished.with_suffix("")))
+    model.save_weights(str(weights))
     return history
 
 

@@ -11,7 +11,8 @@ Splits: Caravan follows ISLR §4.6.6 (the first 1,000 rows are the test set); IS
 Default and other CSVs are stratified 80 / 20 into train and test (a CSV with a `Time`
 column, as Kaggle's creditcard.csv, is split by time: the last 20 % test). With
 `--test_dataset=csv:PATH` every row of --dataset trains and the file is the test set.
-Validation (thresholds, hyper-parameters) is always carved from the training rows.
+Validation (thresholds, hyper-parameters) is always carved from the training rows;
+`training_rows` joins them again for the refit on every training row (train.py).
 `stratified_batches` is the training stream: every global batch holds the training
 split's share of positives, which the batch-level precision terms need.
 """
@@ -192,13 +193,22 @@ def smoke_subset(splits: Splits, seed: int) -> Splits:
                          SMOKE_ROWS // 3, rng) for name in ("train", "validation", "test")})
 
 
-def encoded(splits: Splits) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(train, validation, test) float64 matrices for scikit-learn: numeric columns
-    standardised and categorical ones one-hot, with the training split's statistics."""
-    numeric = splits.train.features["numeric"].astype(np.float64)
+def training_rows(splits: Splits) -> Part:
+    """Every training row, the validation split's included: what --refit fits on."""
+    return Part({key: np.concatenate([value, splits.validation.features[key]])
+                 for key, value in splits.train.features.items()},
+                np.concatenate([splits.train.labels, splits.validation.labels]))
+
+
+def encoded(splits: Splits, reference: Part | None = None) -> tuple[np.ndarray, ...]:
+    """(reference, validation, test) float64 matrices for scikit-learn: numeric columns
+    standardised and categorical ones one-hot, with the statistics of `reference` (default:
+    the training split), as the network's own layers do."""
+    reference = splits.train if reference is None else reference
+    numeric = reference.features["numeric"].astype(np.float64)
     mean, std = numeric.mean(axis=0), numeric.std(axis=0)
     std[std == 0] = 1.0
-    levels = {name: np.unique(splits.train.features[name]) for name in
+    levels = {name: np.unique(reference.features[name]) for name in
               splits.categorical_columns}
 
     def encode(part):
@@ -207,7 +217,7 @@ def encoded(splits: Splits) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
                     for name in splits.categorical_columns]
         return np.concatenate(columns, axis=1)
 
-    return encode(splits.train), encode(splits.validation), encode(splits.test)
+    return encode(reference), encode(splits.validation), encode(splits.test)
 
 
 def stratified_batches(part: Part, global_batch_size: int, seed: int,

@@ -5,7 +5,9 @@ validation split: the largest threshold that reaches `target_recall` there (the 
 flagged rows, so the best precision, among thresholds that reach it); test precision and
 recall are read at that threshold. hits@k is the number of positives among the k
 highest-scored test rows (ISLR's comparison: k = 33, the customers its logistic
-regression flags at cutoff 0.25), precision@k = hits@k / k.
+regression flags at cutoff 0.25), precision@k = hits@k / k. With train.py's --refit
+(the default) a model's test scores come from its refit on every training row, with the
+settings and the threshold chosen on validation by its fit on the training split alone.
 
 A network trained from several seeds is scored by the mean over its seeds of each metric;
 intervals come from one bootstrap over the test rows (`intervals.statistic`, rows of all
@@ -172,32 +174,41 @@ def _differences(y_test, tests, thresholds, name, other, top_k, seed, resamples)
     return differences
 
 
-def logistic_regression(x_train, y_train, x_validation, y_validation, x_test) -> Scored:
-    """scikit-learn's logistic regression; C chosen by validation PR-AUC, refit on train."""
-    def fit(c):
-        return LogisticRegression(C=c, max_iter=5000).fit(x_train, y_train)
+def logistic_regression(x_train, y_train, x_validation, y_validation, x_test,
+                        refit=None) -> Scored:
+    """scikit-learn's logistic regression, C chosen by validation PR-AUC; the validation
+    scores come from the fit on the training split, the test scores from the same C refit
+    on `refit` = (x, y) (every training row) if given, as the networks are."""
+    def fit(c, x=x_train, y=y_train):
+        return LogisticRegression(C=c, max_iter=5000).fit(x, y)
 
     with threadpool_limits(1):
         fits = {c: fit(c) for c in LOGISTIC_C}
-    best = max(LOGISTIC_C, key=lambda c: average_precision_score(
-        y_validation, fits[c].predict_proba(x_validation)[:, 1]))
+        best = max(LOGISTIC_C, key=lambda c: average_precision_score(
+            y_validation, fits[c].predict_proba(x_validation)[:, 1]))
+        final = fit(best, *refit) if refit else fits[best]
     return Scored("logistic_regression", f"scikit-learn LogisticRegression(C={best}), C by "
                   "validation PR-AUC", fits[best].predict_proba(x_validation)[:, 1],
-                  fits[best].predict_proba(x_test)[:, 1])
+                  final.predict_proba(x_test)[:, 1])
 
 
-def gradient_boosting(x_train, y_train, x_validation, y_validation, x_test,
-                      seed: int) -> Scored:
-    """HistGradientBoostingClassifier; learning rate and rounds by validation PR-AUC."""
+def gradient_boosting(x_train, y_train, x_validation, y_validation, x_test, seed: int,
+                      refit=None) -> Scored:
+    """HistGradientBoostingClassifier; learning rate and rounds by validation PR-AUC, then
+    refit on `refit` = (x, y) if given (as logistic_regression)."""
+    def fit(rate, rounds, x=x_train, y=y_train):
+        return HistGradientBoostingClassifier(learning_rate=rate, max_iter=rounds,
+                                              early_stopping=False,
+                                              random_state=seed).fit(x, y)
+
     # One OpenMP thread: on a busy 2-core machine its threads spin (12x slower, measured).
     with threadpool_limits(1):
-        fits = {(rate, rounds): HistGradientBoostingClassifier(
-                    learning_rate=rate, max_iter=rounds, early_stopping=False,
-                    random_state=seed).fit(x_train, y_train)
+        fits = {(rate, rounds): fit(rate, rounds)
                 for rate in BOOSTING_RATES for rounds in BOOSTING_ROUNDS}
         best = max(fits, key=lambda key: average_precision_score(
             y_validation, fits[key].predict_proba(x_validation)[:, 1]))
+        final = fit(*best, *refit) if refit else fits[best]
         return Scored("hist_gradient_boosting", "scikit-learn HistGradientBoostingClassifier("
                       f"learning_rate={best[0]}, max_iter={best[1]}), by validation PR-AUC",
                       fits[best].predict_proba(x_validation)[:, 1],
-                      fits[best].predict_proba(x_test)[:, 1])
+                      final.predict_proba(x_test)[:, 1])

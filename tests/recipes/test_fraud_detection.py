@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import average_precision_score
 
 from recipes.fraud_detection import data, evaluate
@@ -110,7 +111,8 @@ def runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("fraud_runs")
     jobs = {"one_device": ["--smoke"],
             "mirrored": ["--smoke", "--strategy=mirrored", "--num_cpu_devices=2"],
-            "islr_default": ["--smoke", "--dataset=islr_default"]}
+            # --norefit: that path is covered too, and three fits fewer in this file
+            "islr_default": ["--smoke", "--dataset=islr_default", "--norefit"]}
     for kind in BAD_INPUTS:
         folder = root / f"input_{kind}"
         folder.mkdir()
@@ -147,6 +149,7 @@ def test_smoke_run_reaches_a_real_bar(runs, name):
     record, model_dir = _record(runs, name)
     metrics, baselines = record["metrics"], record["baselines"]
     assert record["strategy"]["replicas"] == (2 if name == "mirrored" else 1)
+    assert record["refit"].startswith("every model refit")  # --refit is the default
     assert record["flags"]["epochs"] == 2 and record["flags"]["num_seeds"] == 1  # SMOKE
     assert set(baselines) == {"network_weighted_bce", "network_bce_soft_precision",
                               "logistic_regression", "hist_gradient_boosting"}
@@ -168,7 +171,7 @@ def test_mirrored_losses_are_the_one_device_losses(runs):
     one, _ = _record(runs, "one_device")
     two, _ = _record(runs, "mirrored")
     keys = ("loss", "multiplier")
-    assert len(one["history"]) == len(two["history"]) == 6
+    assert len(one["history"]) == len(two["history"]) == 12  # 3 networks, each refit
     for first, second in zip(one["history"], two["history"]):
         assert first["model"] == second["model"]
         for key in keys:
@@ -189,7 +192,11 @@ def test_killed_run_resumes_network_by_network_to_the_same_record(runs):
         finished["crash_3"][0].stdout)
     reference, _ = _record(runs, "one_device")
     keys = [(line["model"], line["epoch"]) for line in record["history"]]
-    assert len(keys) == len(set(keys)) == 6  # 3 networks x 2 epochs, each once
+    assert len(keys) == len(set(keys)) == 12  # 3 networks + their refits x 2 epochs
+    assert {model for model, _ in keys} == {
+        f"network_{loss}_seed42{refit}" for loss in ("weighted_bce", "bce_soft_precision",
+                                                     "precision_at_recall")
+        for refit in ("", "_refit")}
     np.testing.assert_allclose([line["loss"] for line in record["history"]],
                                [line["loss"] for line in reference["history"]], rtol=1e-6)
     assert record["metrics"] == reference["metrics"]
@@ -224,6 +231,10 @@ print("ok", sorted(inputs), len(expected))
     assert "ok" in completed.stdout
     if name == "islr_default":  # the raw text column goes in as text
         assert "'student'" in completed.stdout
+        # --norefit: the three networks fitted on the training split score the test rows
+        assert record["refit"].startswith("none")
+        assert len(record["history"]) == 6
+        assert not any(line["model"].endswith("_refit") for line in record["history"])
 
 
 @pytest.mark.parametrize("kind", list(BAD_INPUTS))
@@ -250,6 +261,11 @@ def test_caravan_follows_islr_and_validation_comes_from_training_rows():
     assert len(splits.train) + len(splits.validation) == 4822
     assert splits.train.labels.sum() + splits.validation.labels.sum() == 348 - 59
     assert splits.categorical_columns == [] and len(splits.numeric_columns) == 85
+    rows = data.training_rows(splits)  # what --refit fits: every training row, once
+    assert len(rows) == 4822 and rows.labels.sum() == 348 - 59
+    numeric = np.concatenate([splits.train.features["numeric"],
+                              splits.validation.features["numeric"]])
+    assert len(np.unique(numeric, axis=0)) == len(np.unique(rows.features["numeric"], axis=0))
     default = data.load("islr_default", None, [], seed=0)
     assert default.categorical_columns == ["student"]
     assert set(default.train.features["student"]) == {"Yes", "No"}
@@ -326,3 +342,21 @@ def test_threshold_hits_and_pr_auc_against_brute_force():
         assert evaluate.hits_at_k(y, scores, k) == y[top].sum()
         assert evaluate.average_precision(y, scores)[0] == pytest.approx(
             average_precision_score(y, scores), rel=1e-12)
+
+
+def test_baselines_choose_on_validation_and_refit_on_every_training_row():
+    """The validation scores come from the fit on the training split (they choose C), the
+    test scores from that C refit on the rows given: against scikit-learn directly."""
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(600, 4))
+    y = (x[:, 0] + rng.normal(size=600) > 1.5).astype(int)
+    train, validation, test = slice(0, 300), slice(300, 450), slice(450, 600)
+    refit = (x[:450], y[:450])
+    scored = evaluate.logistic_regression(x[train], y[train], x[validation], y[validation],
+                                          x[test], refit)
+    c = float(scored.what.split("C=")[1].split(")")[0])
+    first = LogisticRegression(C=c, max_iter=5000).fit(x[train], y[train])
+    final = LogisticRegression(C=c, max_iter=5000).fit(*refit)
+    np.testing.assert_allclose(scored.validation[:, 0], first.predict_proba(x[validation])[:, 1])
+    np.testing.assert_allclose(scored.test[:, 0], final.predict_proba(x[test])[:, 1])
+    assert not np.allclose(scored.test[:, 0], first.predict_proba(x[test])[:, 1])

@@ -36,9 +36,16 @@ def _conv_block(x, filters: int, name: str):
     return x
 
 
+def _attend(x, name: str):
+    """x times a per-channel, per-pixel mask in (0, 1) computed from x."""
+    mask = tf.keras.layers.Conv2D(x.shape[-1], 1, activation="sigmoid", name=name)(x)
+    return tf.keras.layers.Multiply(name=f"{name}_applied")([x, mask])
+
+
 def build_network(num_classes: int, tasks=TASKS, *, image_shape=(64, 64), base_filters=12,
-                  levels: int = 3, depth_scale: float = 3.0, exchange: bool = True,
-                  shared_levels: int | None = None) -> tf.keras.Model:
+                  levels: int = 3, depth_scale: float = 3.0, exchange: bool = False,
+                  shared_levels: int | None = None, attention: bool = True,
+                  shared_width: float = 1.0) -> tf.keras.Model:
     """The U-Net: a stride-2 stem, an encoder of `levels` poolings (base_filters · 2^level
     channels), one decoder per task with skip connections from the shared encoder.
 
@@ -48,7 +55,13 @@ def build_network(num_classes: int, tasks=TASKS, *, image_shape=(64, 64), base_f
     exchange: with both tasks, each head reads both decoders' last features (a 3x3
     convolution over their concatenation), so depth cues (edges, surface orientation)
     reach the class scores and class boundaries reach the depth map; the single-task
-    networks have nothing to exchange.
+    networks have nothing to exchange. Off by default: each loss then trains the other
+    task's decoder too, and on validation that did worse than none (README).
+    attention: with both tasks, each decoder reads the shared features (skips and
+    bottleneck) through its own soft mask, sigmoid(1x1 conv) of those features: MTAN's
+    task attention (Liu, Johns & Davison 2019) without its chaining across levels. Each
+    task picks the channels it uses, so one set of features need not serve both.
+    shared_width: with both tasks, the shared layers have this many times the filters.
     No normalisation layers: BatchNorm statistics would be per replica, and the
     2-replica step would no longer equal the one-device step.
     """
@@ -59,14 +72,20 @@ def build_network(num_classes: int, tasks=TASKS, *, image_shape=(64, 64), base_f
     image = tf.keras.Input((height, width, 3), dtype=tf.uint8, name="image")
     x = tf.keras.layers.Rescaling(1 / 127.5, offset=-1.0, name="scale")(image)
     # Half resolution inside: 4x cheaper on a CPU; each head upsamples at the end.
-    x = tf.keras.layers.Conv2D(base_filters, 3, strides=2, padding="same", activation="relu",
+    multi = len(tasks) > 1
+    widen = shared_width if multi else 1.0
+
+    def filters_at(level, shared=True):
+        return max(1, round(base_filters * 2**level * (widen if shared else 1.0)))
+
+    x = tf.keras.layers.Conv2D(filters_at(0), 3, strides=2, padding="same", activation="relu",
                                kernel_initializer="he_normal", name="stem")(x)
     shared_levels = levels if shared_levels is None or len(tasks) == 1 else shared_levels
     if not 0 <= shared_levels <= levels:
         raise ValueError(f"--shared_levels must be in 0..{levels}, got {shared_levels}")
     skips = []
     for level in range(shared_levels):
-        x = _conv_block(x, base_filters * 2**level, f"encoder{level}")
+        x = _conv_block(x, filters_at(level), f"encoder{level}")
         skips.append(x)
         x = tf.keras.layers.MaxPooling2D(name=f"pool{level}")(x)
     features = {}
@@ -74,17 +93,20 @@ def build_network(num_classes: int, tasks=TASKS, *, image_shape=(64, 64), base_f
         y, task_skips = x, list(skips)
         prefix = "" if shared_levels == levels else f"{task}_"
         for level in range(shared_levels, levels):
-            y = _conv_block(y, base_filters * 2**level, f"{prefix}encoder{level}")
+            y = _conv_block(y, filters_at(level, False), f"{prefix}encoder{level}")
             task_skips.append(y)
             y = tf.keras.layers.MaxPooling2D(name=f"{prefix}pool{level}")(y)
         if task == tasks[0] or prefix:
-            bottleneck = _conv_block(y, base_filters * 2**levels, f"{prefix}bottleneck")
-        y = bottleneck
+            bottleneck = _conv_block(y, filters_at(levels, not prefix), f"{prefix}bottleneck")
+        y = _attend(bottleneck, f"{task}_attention{levels}") if attention and multi else bottleneck
         for level in reversed(range(levels)):
             filters = base_filters * 2**level
             y = tf.keras.layers.Conv2DTranspose(filters, 2, strides=2,
                                                 name=f"{task}_up{level}")(y)
-            y = tf.keras.layers.Concatenate(name=f"{task}_skip{level}")([y, task_skips[level]])
+            skip = task_skips[level]
+            if attention and multi and level < shared_levels:
+                skip = _attend(skip, f"{task}_attention{level}")
+            y = tf.keras.layers.Concatenate(name=f"{task}_skip{level}")([y, skip])
             y = _conv_block(y, filters, f"{task}_decoder{level}")
         features[task] = y
     outputs = {}
@@ -200,6 +222,8 @@ class MultiTask(tf.keras.Model):
             return 0.5 * tf.exp(-tf.identity(self.uncertainty.log_variances))
         if self.weighting == "famo":
             return self.famo.loss_weights(balancing.global_mean(task_losses))
+        if self.weighting in GRADIENT_WEIGHTINGS:  # they combine the unweighted gradients
+            return tf.ones([len(self.tasks)], tf.float32)
         return tf.constant(self.static_weights, tf.float32)
 
     def train_step(self, data):

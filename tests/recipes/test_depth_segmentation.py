@@ -263,6 +263,43 @@ def test_two_replicas_take_the_one_device_step(mirrored_strategy, weighting):
         np.testing.assert_allclose(famo_two, famo_one, rtol=1e-4, atol=1e-7)
 
 
+def test_attention_masks_are_each_decoders_only_path_from_the_shared_encoder():
+    """Closing the depth task's masks (sigmoid -> 0) cuts its decoder off from the image
+    and leaves segmentation as it was; single-task networks have no masks."""
+    tf.keras.utils.set_random_seed(0)
+    network = model.build_network(3, image_shape=(16, 16), base_filters=4, levels=1,
+                                  exchange=False, attention=True)
+    images = np.random.default_rng(0).integers(0, 256, (2, 16, 16, 3)).astype(np.uint8)
+    before = network(images)
+    masks = [layer for layer in network.layers if layer.name.startswith("depth_attention")
+             and not layer.name.endswith("_applied")]
+    assert len(masks) == 2  # the level-0 skip and the bottleneck
+    for layer in masks:
+        kernel, bias = layer.get_weights()
+        layer.set_weights([np.zeros_like(kernel), np.full_like(bias, -100.0)])
+    after = network(images)
+    np.testing.assert_array_equal(after["segmentation"].numpy(),
+                                  before["segmentation"].numpy())
+    assert np.abs(before["depth"][0] - before["depth"][1]).max() > 1e-3
+    np.testing.assert_allclose(after["depth"][0], after["depth"][1], rtol=1e-6)
+    single = model.build_network(3, ("depth",), image_shape=(16, 16), base_filters=4,
+                                 levels=1, attention=True, shared_width=2.0)
+    plain = model.build_network(3, ("depth",), image_shape=(16, 16), base_filters=4, levels=1)
+    assert single.count_params() == plain.count_params()
+    wide = model.build_network(3, image_shape=(16, 16), base_filters=4, levels=1,
+                               shared_width=2.0)
+    assert wide.get_layer("stem").filters == 8 and wide.get_layer("depth_up0").filters == 4
+
+
+def test_logged_loss_weights_are_the_ones_the_step_applies():
+    network = model.build_network(3, image_shape=(16, 16), base_filters=2, levels=1)
+    for weighting, expected in (("static", [1.0, 0.5]), ("pcgrad", [1.0, 1.0]),
+                                ("aligned_mtl", [1.0, 1.0])):
+        trainer = model.MultiTask(network, num_classes=3, weighting=weighting,
+                                  static_weights=(1.0, 0.5))
+        assert trainer.loss_weights(None).numpy().tolist() == expected, weighting
+
+
 def test_dwa_temperature_reaches_the_callback():
     network = model.build_network(3, image_shape=(16, 16), base_filters=2, levels=1)
     weights = []

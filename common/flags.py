@@ -56,6 +56,13 @@ flags.DEFINE_bool(
     False,
     "Start over in --model_dir even if it holds a finished run or another configuration's.",
 )
+flags.DEFINE_float(
+    "backup_seconds",
+    30.0,
+    "Back up training at an epoch's end when this many seconds have passed since the "
+    "last backup (0 = after every epoch): a killed run resumes from there.",
+    lower_bound=0.0,
+)
 flags.DEFINE_integer(
     "simulate_crash_at_step",
     0,
@@ -94,7 +101,7 @@ def parse(argv: list[str]) -> list[str]:
 # be resumed with other values of these (BackupAndRestore restores across strategies).
 NOT_CONFIGURATION = frozenset({
     "model_dir", "publish", "overwrite", "strategy", "num_cpu_devices", "data_dir",
-    "simulate_crash_at_step",
+    "backup_seconds", "simulate_crash_at_step",
 })
 
 
@@ -120,6 +127,7 @@ class Settings:
     config: str
     command: str
     flags: dict
+    backup_seconds: float = 30.0
 
     @property
     def configuration(self) -> dict:

@@ -149,16 +149,16 @@ def fit(
     name: str = "",
     shuffle_buffer: int | None = None,
 ) -> tf.keras.callbacks.History | None:
-    """`model.fit` with timing, TensorBoard, BackupAndRestore, TerminateOnNaN, JSON log.
+    """`model.fit` with timing, TensorBoard, backups, TerminateOnNaN and a JSON log.
 
     `examples` (unbatched, finite) are streamed by `training_stream`; a recipe with its
     own batching passes `stream(first_epoch) -> (endless batched dataset, steps)`, whose
-    epoch e must depend only on (seed, e). The backup is saved per epoch: an integer
-    `save_freq` would resume at the saved step with a restarted data iterator, silently
-    training on the wrong batches. A run that trains several networks gives each a
-    distinct `name`: its own backup, its own tag in metrics.jsonl, and, once trained, its
-    weights under networks/<name>, so a rerun of a killed run loads it instead of
-    training it again (and returns None).
+    epoch e must depend only on (seed, e). The backup is taken at an epoch's end (an
+    integer `save_freq` would resume at the saved step with a restarted data iterator,
+    silently training on the wrong batches), at most once per `--backup_seconds`. A run
+    that trains several networks gives each a distinct `name`: its own backup, its own
+    tag in metrics.jsonl, and, once trained, its weights under networks/<name>, so a
+    rerun of a killed run loads it instead of training it again (and returns None).
     """
     if (examples is None) == (stream is None):
         raise ValueError("fit: pass either `examples` or `stream`")
@@ -171,9 +171,10 @@ def fit(
                                    seed=run.seed, first_epoch=first,
                                    shuffle_buffer=shuffle_buffer)
     train_data, steps = stream(first_epoch)
-    if not model.built:  # BackupAndRestore and load_weights restore into built variables
+    if not model.built:  # BackupAndRestore and load_weights need built variables
+        sample = train_data if examples is None else examples.batch(1)  # no shuffle buffer
         with run.strategy.scope():
-            model(next(iter(train_data))[0])
+            model(next(iter(sample))[0])
     if trained:
         model.load_weights(str(weights)).expect_partial()
         print(f"[{run.recipe}] {name or 'the model'} already trained: loaded", flush=True)
@@ -185,9 +186,9 @@ def fit(
     standard = [
         run.timer,
         tf.keras.callbacks.TerminateOnNaN(),
-        tf.keras.callbacks.BackupAndRestore(str(_backup_dir(run, name)), save_freq="epoch"),
-        tf.keras.callbacks.TensorBoard(
-            str(run.path("tensorboard") / (name or "model")), profile_batch=0),
+        callbacks_.IntervalBackup(str(_backup_dir(run, name)), run.settings.backup_seconds,
+                                  epochs),
+        callbacks_.EpochTensorBoard(str(run.path("tensorboard") / (name or "model"))),
         callbacks_.EpochLog(run.recipe, run.path("metrics.jsonl"), epochs, name),
     ]
     if run.settings.simulate_crash_at_step:

@@ -10,10 +10,11 @@ cost of `common.training.fit` against a bare `model.fit`.
    a subprocess of its real command line (RankNet, its full model and loss) and its
    record's median step is read. Rounds alternate, so load from other processes hits
    both alike; the best round of each counts.
-2. `fit_overhead`: the wall time of `common.training.fit` (step timer, TensorBoard,
-   BackupAndRestore per epoch, JSON log) over a bare `model.fit` of the same model
-   on the same batches, minus 1 (0.03 = 3 %), at batch 1024 as the recipe trains;
-   paired within each round, the median round counts.
+2. `fit_overhead`: the wall time of `common.training.fit` (step timer, TensorBoard's
+   epoch scalars, backups at most once per --backup_seconds (30 s), JSON log, the
+   finished weights saved) over a bare `model.fit` of the same model on the same
+   batches, minus 1 (0.03 = 3 %), at batch 1024 as the recipe trains; paired within
+   each round, the median round counts.
 
 Writes results/benchmarks/ranking.json.
 """

@@ -32,7 +32,7 @@ def _wait_for(path, process, seconds=120):
 def test_a_killed_run_rerun_with_another_loss_is_refused(run_recipe, tmp_path):
     model_dir = tmp_path / "run"
     crashed = run_recipe("ranking", "--smoke", "--loss=ranknet", "--simulate_crash_at_step=3",
-                         f"--model_dir={model_dir}")
+                         "--backup_seconds=0", f"--model_dir={model_dir}")
     assert crashed.returncode != 0 and "simulated crash" in crashed.stderr
     other = run_recipe("ranking", "--smoke", "--loss=listmle", f"--model_dir={model_dir}")
     assert other.returncode == 2, other

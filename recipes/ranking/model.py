@@ -55,13 +55,15 @@ def build_scorer(num_users: int, num_movies: int, movie_features: np.ndarray,
     first, *rest = hidden_units
     user_part = tf.keras.layers.Dense(first, use_bias=False, name="tower_user")(users)
     tower = tf.keras.layers.Dense(first, name="tower_movie")(movies)  # [B, L, H]
-    tower = tf.nn.relu(tower + user_part[:, tf.newaxis, :])
-    for units in rest:
-        tower = tf.keras.layers.Dense(units, activation="relu")(tower)
+    # (expand_dims and matvec, not [:, newaxis] and a broadcast product: their gradients
+    # are a reshape and a matmul rather than a strided-slice gradient and a tile.)
+    tower = tf.nn.relu(tower + tf.expand_dims(user_part, 1))
+    for index, units in enumerate(rest, start=2):
+        tower = tf.keras.layers.Dense(units, activation="relu", name=f"tower_{index}")(tower)
     # An MLP over concatenated embeddings learns dot products poorly (Rendle et al.
     # 2020): the explicit user . movie term carries the personal taste.
     terms = [tf.keras.layers.Dense(1, name="tower_score")(tower),
-             tf.reduce_sum(users[:, tf.newaxis, :] * movies, axis=-1, keepdims=True),
+             tf.expand_dims(tf.linalg.matvec(movies, users), -1),
              tf.keras.layers.Embedding(num_movies + 1, 1, embeddings_initializer="zeros",
                                        embeddings_regularizer=regularizer,
                                        name="movie_bias")(movie),

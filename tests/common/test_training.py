@@ -233,7 +233,7 @@ def test_finish_with_no_metrics_fails_before_writing(tmp_path, monkeypatch):
 def test_run_killed_mid_epoch_and_restarted_ends_with_the_uninterrupted_weights(tmp_path):
     x, y = _regression(24)
     examples = tf.data.Dataset.from_tensor_slices((x, y))
-    shared = ("--epochs=4", "--global_batch_size=4")  # 6 steps per epoch
+    shared = ("--epochs=4", "--global_batch_size=4", "--backup_seconds=0")  # 6 steps/epoch
 
     def train(model_dir, *flags):
         run = _start(model_dir, *shared, *flags)
@@ -256,6 +256,19 @@ def test_run_killed_mid_epoch_and_restarted_ends_with_the_uninterrupted_weights(
     assert [line["epoch"] for line in b_log] == [1, 2, 3, 4]
     # ... and every epoch's loss matches the uninterrupted run's exactly.
     assert [line["loss"] for line in b_log] == [line["loss"] for line in a_log]
+
+
+def test_backups_are_at_most_one_per_backup_seconds(tmp_path):
+    x, y = _regression(24)
+    examples = tf.data.Dataset.from_tensor_slices((x, y))
+    # Epochs of milliseconds: with the default 30 s, none of the first three is backed
+    # up and a crash in epoch 4 restarts from scratch; with 0, all three are.
+    for every, saved in (("30", 0), ("0", 3)):
+        flags = ("--epochs=5", "--global_batch_size=4", f"--backup_seconds={every}")
+        run = _start(tmp_path / every, *flags, "--simulate_crash_at_step=21")
+        with pytest.raises(RuntimeError, match="simulated crash"):
+            training.fit(run, _model(run), examples, epochs=5)
+        assert training.saved_epoch(_start(tmp_path / every, *flags)) == saved
 
 
 # --- the run directory belongs to one configuration and one live run -----------------

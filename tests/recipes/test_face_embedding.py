@@ -88,7 +88,7 @@ def test_smoke_mirrored_resume_and_the_kept_model(run_recipe, tmp_path):
 
     crash_dir = tmp_path / "crashed"
     crashed = run_recipe(RECIPE, "--smoke", "--strategy=cpu", f"--model_dir={crash_dir}",
-                         "--dropout=0", "--simulate_crash_at_step=15")
+                         "--dropout=0", "--simulate_crash_at_step=15", "--backup_seconds=0")
     assert crashed.returncode != 0 and crashed.record is None
     resumed = run_recipe(RECIPE, "--smoke", "--strategy=cpu", f"--model_dir={crash_dir}",
                          "--dropout=0")

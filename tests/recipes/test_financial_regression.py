@@ -168,7 +168,7 @@ def test_a_network_killed_mid_training_resumes_where_it_stopped(run_recipe, tmp_
     args = ("--smoke", "--model=linear", "--loss=mse", "--patience=3", "--ensemble_size=1")
     whole = run_recipe(RECIPE, *args, f"--model_dir={tmp_path / 'whole'}")
     assert whole.returncode == 0, whole
-    crashed = run_recipe(RECIPE, *args, "--simulate_crash_at_step=30",
+    crashed = run_recipe(RECIPE, *args, "--simulate_crash_at_step=30", "--backup_seconds=0",
                          f"--model_dir={tmp_path / 'killed'}")
     assert crashed.returncode != 0 and "simulated crash" in crashed.stderr
     resumed = run_recipe(RECIPE, *args, f"--model_dir={tmp_path / 'killed'}")

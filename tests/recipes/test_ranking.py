@@ -115,7 +115,8 @@ def test_mirrored_two_replicas_matches_one_device(smoke, tmp_path):
 
 def test_crash_mid_epoch_then_restart_equals_uninterrupted(smoke, tmp_path):
     # Smoke: 600 lists / 64 = 9 steps per epoch; step 13 is inside epoch 2.
-    crashed = _run(tmp_path / "resumed", "--smoke", "--epochs=3", "--simulate_crash_at_step=13")
+    crashed = _run(tmp_path / "resumed", "--smoke", "--epochs=3", "--simulate_crash_at_step=13",
+                   "--backup_seconds=0")
     assert crashed.returncode != 0 and "simulated crash" in crashed.stderr
     resumed = _run(tmp_path / "resumed", "--smoke", "--epochs=3")
     assert resumed.returncode == 0, resumed
@@ -404,6 +405,36 @@ def test_ndcg_follows_keras_rs_convention_on_rescaled_labels():
         ideal = max(sum(gain[list(p)[r]] / np.log2(r + 2) for r in range(5))
                     for p in itertools.permutations(range(5)))
         assert value == pytest.approx(dcg / ideal)
+
+
+def test_scorer_is_the_documented_formula():
+    """score(u, m) = MLP([user, movie]) + user . movie + movie bias + w . features(m),
+    movie = movie id embedding + W features(m), against NumPy with random weights."""
+    rng = np.random.default_rng(3)
+    features = rng.normal(size=(7, 3)).astype(np.float32)
+    scorer = model.build_scorer(4, 6, features, embedding_dim=5, hidden_units=(8, 4))
+    for layer in scorer.layers:
+        if layer.trainable_weights:
+            layer.set_weights([rng.normal(size=w.shape).astype(np.float32)
+                               for w in layer.get_weights()])
+    weights = {layer.name: layer.get_weights() for layer in scorer.layers}
+    users = np.array([1, 4, 0], np.int32)
+    movies = np.array([[1, 2, 6], [3, 3, 0], [5, 4, 2]], np.int32)
+    user = weights["user_embedding"][0][users]  # [B, D]
+    feature = features[movies]  # [B, L, F]
+    movie = weights["movie_embedding"][0][movies] + feature @ weights["feature_embedding"][0]
+    tower_movie, tower_bias = weights["tower_movie"]
+    tower = np.maximum(movie @ tower_movie + tower_bias
+                       + (user @ weights["tower_user"][0])[:, None, :], 0)
+    hidden, hidden_bias = weights["tower_2"]
+    tower = np.maximum(tower @ hidden + hidden_bias, 0)
+    score_weight, score_bias = weights["tower_score"]
+    expected = ((tower @ score_weight)[..., 0] + score_bias[0]
+                + np.einsum("bd,bld->bl", user, movie)
+                + weights["movie_bias"][0][movies][..., 0]
+                + (feature @ weights["feature_bias"][0])[..., 0])
+    got = scorer({"user": users, "movie": movies}).numpy()
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
 
 
 def test_serving_model_maps_raw_ids_and_unknown_ids_to_padding():

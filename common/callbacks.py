@@ -74,6 +74,10 @@ class IntervalBackup(tf.keras.callbacks.BackupAndRestore):
     def on_train_begin(self, logs=None):
         super().on_train_begin(logs)
         self._last_backup = time.monotonic()
+        # Workers must agree on which epochs they back up, and their clocks do not.
+        if isinstance(self.model.distribute_strategy,
+                      tf.distribute.MultiWorkerMirroredStrategy):
+            self.every_seconds = 0.0
 
     def on_epoch_end(self, epoch, logs=None):
         now = time.monotonic()

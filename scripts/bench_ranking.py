@@ -40,7 +40,7 @@ from common import results, timing, training
 GLOBAL_BATCH = 8192
 TUTORIAL_STEPS = 40
 RECIPE_EPOCHS = 14  # 26,850 training lists / 8192: 3 steps an epoch, 41 timed steps
-ROUNDS = 3
+ROUNDS = 5
 REPOSITORY = Path(__file__).resolve().parents[1]
 
 

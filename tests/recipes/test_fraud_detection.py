@@ -29,7 +29,8 @@ RECIPE = "fraud_detection"
 REPOSITORY = Path(__file__).resolve().parents[2]
 TRAIN_PY = REPOSITORY / "recipes" / RECIPE / "train.py"
 PUBLISHED = REPOSITORY / "results" / RECIPE
-CRASH = ["--smoke", "--simulate_crash_at_step=15"]  # in epoch 2 of a network's 2 epochs
+CRASH = ["--smoke", "--simulate_crash_at_step=15",  # in epoch 2 of a network's 2 epochs
+         "--backup_seconds=0"]
 
 
 def default_command() -> list[str]:

@@ -382,10 +382,10 @@ def test_saved_models_reproduce_the_test_predictions_in_a_fresh_process(smoke_ru
 def test_killed_run_resumes_network_by_network_to_the_same_record(smoke_run, tmp_path):
     """Crash in the multi-task network, then in the segmentation baseline, then finish."""
     model_dir = tmp_path / "run"
-    crash = "--simulate_crash_at_step=15"  # epoch 3 of 6 steps each
-    first, _ = run_train(model_dir, *SMOKE_ARGS, crash)
+    crash = ("--simulate_crash_at_step=15", "--backup_seconds=0")  # epoch 3 of 6 steps each
+    first, _ = run_train(model_dir, *SMOKE_ARGS, *crash)
     assert first.returncode != 0
-    second, _ = run_train(model_dir, *SMOKE_ARGS, crash)
+    second, _ = run_train(model_dir, *SMOKE_ARGS, *crash)
     assert second.returncode != 0 and "resuming multi_task" in second.stdout, second.stdout
     third, record = run_train(model_dir, *SMOKE_ARGS)
     assert third.returncode == 0, third.stderr[-3000:]

@@ -66,9 +66,9 @@ class IntervalBackup(tf.keras.callbacks.BackupAndRestore):
     epoch). The last epoch is never backed up: `fit` keeps the finished weights itself.
     """
 
-    def __init__(self, backup_dir: str, every_seconds: float, epochs: int):
+    def __init__(self, backup_dir: str, every_seconds: float):
         super().__init__(backup_dir, save_freq="epoch")
-        self.every_seconds, self.epochs = every_seconds, epochs
+        self.every_seconds = every_seconds
         self._last_backup = 0.0
 
     def on_train_begin(self, logs=None):
@@ -82,7 +82,8 @@ class IntervalBackup(tf.keras.callbacks.BackupAndRestore):
     def on_epoch_end(self, epoch, logs=None):
         now = time.monotonic()
         finite = math.isfinite(float((logs or {}).get("loss", 0.0)))  # never back up a NaN
-        if finite and epoch + 1 < self.epochs and now - self._last_backup >= self.every_seconds:
+        last = epoch + 1 == self.params["epochs"]
+        if finite and not last and now - self._last_backup >= self.every_seconds:
             self._backup(epoch=epoch)
             self._last_backup = time.monotonic()
 

@@ -123,11 +123,11 @@ class Settings:
     mixed_precision: bool
     dataset: str | None
     data_dir: str | None
+    backup_seconds: float
     simulate_crash_at_step: int
     config: str
     command: str
     flags: dict
-    backup_seconds: float = 30.0
 
     @property
     def configuration(self) -> dict:

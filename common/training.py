@@ -186,8 +186,7 @@ def fit(
     standard = [
         run.timer,
         tf.keras.callbacks.TerminateOnNaN(),
-        callbacks_.IntervalBackup(str(_backup_dir(run, name)), run.settings.backup_seconds,
-                                  epochs),
+        callbacks_.IntervalBackup(str(_backup_dir(run, name)), run.settings.backup_seconds),
         callbacks_.EpochTensorBoard(str(run.path("tensorboard") / (name or "model"))),
         callbacks_.EpochLog(run.recipe, run.path("metrics.jsonl"), epochs, name),
     ]

@@ -124,8 +124,8 @@ def fit_seconds(features, labels, folder: Path, use_common: bool, epochs: int = 
             epochs=epochs, global_batch_size=1024, learning_rate=0.1, seed=1, strategy="cpu",
             num_cpu_devices=1, model_dir=str(folder), publish=False, overwrite=True,
             smoke=False, jit_compile=False, mixed_precision=False, dataset=None,
-            data_dir=None, simulate_crash_at_step=0, config="bench", command="bench",
-            flags={})
+            data_dir=None, backup_seconds=common_flags.FLAGS["backup_seconds"].default,
+            simulate_crash_at_step=0, config="bench", command="bench", flags={})
         run = training.start("bench_ranking", settings)
         training.fit(run, model, examples, epochs=epochs)
     else:  # the same stream of batches, no callbacks

@@ -107,8 +107,13 @@ def read_log(path: Path) -> list[dict]:
     if not path.exists():
         return []
     lines = {}
-    for text in path.read_text().splitlines():
+    for number, text in enumerate(path.read_text().splitlines(), 1):
         if text.strip():
-            line = json.loads(text)
-            lines[(line.get("model", ""), line["epoch"])] = line
+            try:
+                line = json.loads(text)
+                lines[(line.get("model", ""), line["epoch"])] = line
+            except (ValueError, KeyError, TypeError, AttributeError):
+                raise ValueError(f"{path} line {number} is not an epoch's JSON line: delete "
+                                 "that line to resume, or pass --overwrite to start "
+                                 "over") from None
     return list(lines.values())

@@ -9,6 +9,7 @@ with a message that names the flag, and `app.run` exits non-zero without a trace
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import shlex
 import sys
@@ -71,9 +72,53 @@ flags.DEFINE_integer(
     lower_bound=0,
 )
 
-flags.register_validator(
-    "learning_rate", lambda value: value > 0, message="--learning_rate must be > 0"
-)
+
+
+def _bounds_text(low, high, low_open, high_open) -> str:
+    if low is not None and high is not None:
+        return f"in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+    if low is not None:
+        return f"{'>' if low_open else '>='} {low:g}"
+    return f"{'<' if high_open else '<='} {high:g}"
+
+
+def check_range(name: str, low: float | None = None, high: float | None = None, *,
+                low_open: bool = False, high_open: bool = False,
+                optional: bool = False) -> None:
+    """Registers a validator: `--name` is a finite number within the bounds.
+
+    `optional` lets the flag stay unset (None). inf and nan are refused whatever the
+    bounds, so a typo such as `--learning_rate=1e30` or `inf` stops at the parse.
+    """
+    def valid(value) -> bool:
+        if value is None:
+            return optional
+        if not math.isfinite(value):
+            return False
+        if low is not None and (value < low or (low_open and value == low)):
+            return False
+        return high is None or not (value > high or (high_open and value == high))
+
+    flags.register_validator(
+        name, valid,
+        message=f"--{name} must be a finite number {_bounds_text(low, high, low_open, high_open)}")
+
+
+def check_widths(name: str, allow_empty: bool = False) -> None:
+    """Registers a validator for a list flag of layer widths: positive integers, e.g.
+    64,16 (`allow_empty`: an empty list means no hidden layer, and is asked for)."""
+    def valid(units) -> bool:
+        if not units:
+            return allow_empty
+        return all(unit.strip().isdigit() and int(unit) > 0 for unit in units)
+
+    empty = " (or empty for none)" if allow_empty else ""
+    flags.register_validator(
+        name, valid, message=f"--{name} must be positive integers, e.g. 64,16{empty}")
+
+
+check_range("learning_rate", 0.0, 10.0, low_open=True)
+check_range("backup_seconds", 0.0)
 flags.register_validator(
     "data_dir",
     lambda value: value is None or os.path.isdir(value),

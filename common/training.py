@@ -78,7 +78,7 @@ class Run:
         if not self.opened:
             rundir.open_directory(self.model_dir, self.recipe, self.settings)
             self.opened = True
-        return self.model_dir / name
+        return rundir.inside(self.model_dir, name)
 
 
 def start(recipe: str, settings: common_flags.Settings) -> Run:
@@ -103,13 +103,13 @@ def start(recipe: str, settings: common_flags.Settings) -> Run:
     else:
         tf.keras.mixed_precision.set_global_policy("float32")
 
-    model_dir = Path(settings.model_dir or rundir.default_directory(recipe, settings.config))
-    model_dir = model_dir.resolve()
+    given = Path(settings.model_dir or rundir.default_directory(recipe, settings.config))
+    model_dir = given.resolve()
     chief = distribute.is_chief(strategy)
     if not chief:
         # Other workers write their checkpoints and logs beside the chief's, never over them.
         model_dir = model_dir / f"worker-{strategy.cluster_resolver.task_id}"
-    rundir.check_directory(model_dir, settings)
+    rundir.check_directory(model_dir, settings, recipe, given)
     run = Run(recipe=recipe, settings=settings, model_dir=model_dir, strategy=strategy,
               is_chief=chief, started=time.time())
     print(f"[{recipe}] config={settings.config} strategy={settings.strategy} "
@@ -123,14 +123,28 @@ def _backup_dir(run: Run, name: str) -> Path:
 
 def saved_epoch(run: Run, name: str = "") -> int:
     """The number of epochs the backup of network `name` holds (0 without a backup)."""
-    checkpoint = tf.train.latest_checkpoint(str(_backup_dir(run, name) / "chief"))
-    if not checkpoint:
-        return 0
-    reader = tf.train.load_checkpoint(checkpoint)
-    for variable in reader.get_variable_to_shape_map():
-        if variable.startswith("ckpt_saved_epoch"):
-            return int(reader.get_tensor(variable)) + 1
-    return 0
+    backup = _backup_dir(run, name)
+    try:
+        checkpoint = tf.train.latest_checkpoint(str(backup / "chief"))
+        if not checkpoint:
+            return 0
+        reader = tf.train.load_checkpoint(checkpoint)
+        epoch = 0
+        for variable in reader.get_variable_to_shape_map():
+            # Every tensor is read: a truncated or garbage backup fails here, in one
+            # line, not later in BackupAndRestore's restore with a traceback.
+            value = reader.get_tensor(variable)
+            if variable.startswith("ckpt_saved_epoch"):
+                epoch = int(value) + 1
+    except (tf.errors.OpError, ValueError, IndexError, UnicodeDecodeError) as error:
+        raise ValueError(f"the backup in {backup} is unreadable ({_first_line(error)}): "
+                         f"delete {backup} to train {name or 'the model'} from its start, "
+                         "or pass --overwrite to start the run over") from None
+    return epoch
+
+
+def _first_line(error: Exception) -> str:
+    return (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
 
 
 def _network_dir(run: Run, name: str) -> Path:
@@ -176,7 +190,13 @@ def fit(
         with run.strategy.scope():
             model(next(iter(sample))[0])
     if trained:
-        model.load_weights(str(weights)).expect_partial()
+        try:
+            model.load_weights(str(weights)).expect_partial()
+        except (tf.errors.OpError, ValueError, IndexError) as error:
+            raise ValueError(f"the trained weights {weights} are unreadable "
+                             f"({_first_line(error)}): delete {weights.parent} to train "
+                             f"{name or 'the model'} again, or pass --overwrite to start "
+                             "the run over") from None
         print(f"[{run.recipe}] {name or 'the model'} already trained: loaded", flush=True)
         return None
     if first_epoch:
@@ -202,7 +222,10 @@ def fit(
     )
     losses = history.history.get("loss", [])[-1:]
     if any(not tf.math.is_finite(value) for value in losses):
-        raise FloatingPointError("training stopped on a non-finite loss (TerminateOnNaN)")
+        raise FloatingPointError(
+            f"{name or 'the model'}'s training loss became non-finite in epoch "
+            f"{len(history.history['loss'])}: check the learning rate, the loss weights and "
+            f"the data for extreme values; {run.model_dir} can be resumed or overwritten")
     model.save_weights(str(weights))
     return history
 

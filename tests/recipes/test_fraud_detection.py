@@ -361,3 +361,62 @@ def test_baselines_choose_on_validation_and_refit_on_every_training_row():
     np.testing.assert_allclose(scored.validation[:, 0], first.predict_proba(x[validation])[:, 1])
     np.testing.assert_allclose(scored.test[:, 0], final.predict_proba(x[test])[:, 1])
     assert not np.allclose(scored.test[:, 0], first.predict_proba(x[test])[:, 1])
+
+
+def test_bad_flags_and_files_of_issue_20_are_refused_before_anything_is_written(
+        tmp_path, bad_inputs):
+    """Each case in one process (`bad_inputs`): refused at the parse (1) or by the recipe
+    (2) in one line naming the flag, file or column, with nothing in its --model_dir."""
+    good = tmp_path / "good.csv"
+    frame = write_creditcard(good)  # 400 rows: the last 80 in time test
+    for name, column, row, value in (("huge.csv", "V3", 7, "1e308"),
+                                     # float64 holds these; the network's float32 cannot
+                                     ("minus_1e30.csv", "V7", 4, "-1e30"),
+                                     ("spread.csv", "Amount", 2, "1e19")):
+        bad = frame.astype({column: object})
+        bad.loc[row, column] = value
+        bad.to_csv(tmp_path / name, index=False)
+    duplicated = tmp_path / "duplicated.csv"
+    duplicated.write_text("a,a,c,Class\n" + "".join(
+        f"{row},{row % 7},{row % 3},{int(row % 5 == 0)}\n" for row in range(200)))
+    dataset = f"--dataset=csv:{good}"
+    cases = {  # name -> (argv, what the message must name)
+        "label_as_categorical": ([dataset, "--categorical_columns=V2,Class"],
+                                 "--categorical_columns: 'Class' is the label column"),
+        "caravan_label_as_categorical": (["--categorical_columns=Purchase"],
+                                         "--categorical_columns: 'Purchase'"),
+        "hidden_units_zero": (["--model=mlp", "--hidden_units=0"], "--hidden_units"),
+        "hidden_units_empty": (["--model=mlp", "--hidden_units="], "--hidden_units"),
+        "hidden_units_gap": (["--model=mlp", "--hidden_units=64,,16"], "--hidden_units"),
+        "hidden_units_negative": (["--model=mlp", "--hidden_units=-3"], "--hidden_units"),
+        "duplicated_header": ([f"--dataset=csv:{duplicated}"],
+                              f"{duplicated}: column 'a' appears 2 times in the header"),
+        "duplicated_header_of_test_file": ([dataset, f"--test_dataset=csv:{duplicated}"],
+                                           f"--test_dataset=csv:{duplicated}: column 'a'"),
+        "top_k_above_test_rows": ([dataset, "--top_k=81"],
+                                  "--top_k=81 is larger than the test set (80 rows)"),
+        "cell_1e308": ([f"--dataset=csv:{tmp_path / 'huge.csv'}"],
+                       "huge.csv: column 'V3' has 1 cell(s) beyond ±1e+18 (row 8: '1e308')"),
+        "cell_minus_1e30_in_test_file": (
+            [dataset, f"--test_dataset=csv:{tmp_path / 'minus_1e30.csv'}"],
+            "minus_1e30.csv: column 'V7' has 1 cell(s) beyond ±1e+18 (row 5: '-1e30')"),
+        "cell_1e19": ([f"--dataset=csv:{tmp_path / 'spread.csv'}"],
+                      "spread.csv: column 'Amount' has 1 cell(s) beyond ±1e+18 (row 3: "
+                      "'1e19')"),
+        "dual_learning_rate_1e30": (["--dual_learning_rate=1e30"], "--dual_learning_rate"),
+        "weight_decay_inf": (["--weight_decay=inf"], "--weight_decay"),
+        "focal_weight_decay_nan": (["--focal_weight_decay=nan"], "--focal_weight_decay"),
+        "precision_weight_1e30": (["--precision_weight=1e30"], "--precision_weight"),
+        "pos_weight_inf": (["--pos_weight=inf"], "--pos_weight"),
+        "focal_gamma_1e30": (["--focal_gamma=1e30"], "--focal_gamma"),
+        "focal_alpha_nan": (["--focal_alpha=nan"], "--focal_alpha"),
+        "target_recall_nan": (["--target_recall=nan"], "--target_recall"),
+        "target_precision_above_1": (["--target_precision=1.5"], "--target_precision"),
+    }
+    outcomes = bad_inputs(RECIPE, {name: ["--smoke", *argv]
+                                   for name, (argv, _) in cases.items()})
+    for name, (_, expected) in cases.items():
+        outcome = outcomes[name]
+        assert outcome["status"] in (1, 2), (name, outcome["status"], outcome["stderr"][-2000:])
+        assert expected in outcome["stderr"], (name, outcome["stderr"][-2000:])
+        assert outcome["written"] == [], (name, outcome["written"])

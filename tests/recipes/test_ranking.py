@@ -191,6 +191,63 @@ def test_malformed_ratings_file_is_named_and_leaves_no_run_directory(tmp_path):
     assert not (tmp_path / "never").exists()
 
 
+def _ratings_folder(root, name, text, file="ratings.csv"):
+    folder = root / name
+    folder.mkdir()
+    (folder / file).write_text(text)
+    return f"--dataset=grouplens:{folder}"
+
+
+def test_bad_inputs_are_refused_before_anything_is_written(tmp_path, bad_inputs):
+    """Each case stops at the parse (1) or before training (2) with one line naming the
+    flag, or the file and its line, and leaves its run directory empty."""
+    header = "userId,movieId,rating,timestamp\n"
+    rows = "1,10,4.0,100\n1,11,0.5,101\n2,10,5.0,102\n"
+    cases = {  # name: (argv, expected substring of the error)
+        "empty_file": ([_ratings_folder(tmp_path, "empty", "")], "ratings.csv: the file is empty"),
+        "header_only": ([_ratings_folder(tmp_path, "header", header)],
+                        "ratings.csv: no rows below the header"),
+        "rating_1000": ([_ratings_folder(tmp_path, "high", header + rows + "2,12,1000,103\n")],
+                        "ratings.csv line 5: rating 1000 is outside MovieLens' scale 0.5..5"),
+        "rating_-7": ([_ratings_folder(tmp_path, "low", header + "2,12,-7,99\n" + rows)],
+                      "ratings.csv line 2: rating -7 is outside"),
+        "rating_1e300": ([_ratings_folder(tmp_path, "huge", header + rows + "2,12,1e300,103\n")],
+                         "ratings.csv line 5: rating 1e+300 is outside"),
+        "rating_0_in_ml_100k": ([_ratings_folder(tmp_path, "ml-100k", "1\t10\t4\t100\n"
+                                                 "1\t11\t0\t101\n", "u.data")],
+                                "u.data line 2: rating 0 is outside"),
+        "every_rating_twice": ([_ratings_folder(tmp_path, "twice", header + rows + rows)],
+                               "ratings.csv lines 2 and 5: user 1 rated movie 10 twice "
+                               "(3 repeated"),
+        "rating_weight_1e30": (["--rating_weight=1e30"], "--rating_weight must be a finite"),
+        "rating_weight_negative": (["--rating_weight=-1"], "--rating_weight must be a finite"),
+        "l2_inf": (["--l2=inf"], "--l2 must be a finite"),
+        "l2_2": (["--l2=2"], "--l2 must be a finite"),
+        "test_fraction_nan": (["--test_fraction=nan"], "--test_fraction must be a finite"),
+        "test_fraction_1": (["--test_fraction=1"], "--test_fraction must be a finite"),
+        "hidden_units_gap": (["--hidden_units=64,,16"], "--hidden_units must be positive"),
+        "hidden_units_zero": (["--hidden_units=0"], "--hidden_units must be positive"),
+        "embedding_dim_huge": (["--embedding_dim=1000000000"], "--embedding_dim must be"),
+        "num_list_per_user_huge": (["--num_list_per_user=100000000"],
+                                   "--num_list_per_user must be"),
+        "num_examples_per_list_1": (["--num_examples_per_list=1"],
+                                    "--num_examples_per_list must be"),
+        "negatives_per_list_negative": (["--negatives_per_list=-1"],
+                                        "--negatives_per_list must be"),
+        "test_negatives_0": (["--test_negatives=0"], "--test_negatives must be"),
+        "holdout_per_user_0": (["--holdout_per_user=0"], "--holdout_per_user must be"),
+        "ndcg_k_0": (["--ndcg_k=0"], "--ndcg_k must be"),
+        "num_seeds_1000": (["--num_seeds=1000"], "--num_seeds must be"),
+    }
+    outcomes = bad_inputs(RECIPE, {name: ["--smoke", *argv]
+                                   for name, (argv, _) in cases.items()})
+    for name, (_, expected) in cases.items():
+        outcome = outcomes[name]
+        assert outcome["status"] in (1, 2), (name, outcome["stderr"][-2000:])
+        assert expected in outcome["stderr"], (name, outcome["stderr"][-2000:])
+        assert outcome["written"] == [], (name, outcome["written"])
+
+
 @pytest.mark.parametrize("text, message", [
     ("1\t10\t4\t100\n1\t11\n", "u.data line 2, column rating"),
     ("1\t10\t4\t100\n1.5\t11\t3\t101\n", "u.data line 2, column user: '1.5'"),

@@ -14,8 +14,9 @@ Sources (`--dataset`):
               (e.g. the ISLR2 NYSE set-up).
 
 Everything is checked before a run directory exists (`common.checks`): a missing file or a
-directory, missing columns, unparsable or non-finite cells (column, row, value), bad
-dates, a constant target, too few rows.
+directory, missing columns, unparsable, non-finite or huge cells (column, row, value), bad
+dates (numbers are refused: pandas reads them as nanoseconds after 1970), a date column
+used as a value column, a constant target, too few rows.
 """
 
 from __future__ import annotations
@@ -34,6 +35,10 @@ RETURN_FEATURES = ("return_daily", "return_negative", "return_weekly")
 OHLC_FEATURES = (*HAR_FEATURES, *RETURN_FEATURES, "log_volume_detrended")
 VOLUME_TREND_DAYS = 100  # trailing window that detrends log volume
 SMOKE_ROWS = {"train": 1500, "validation": 200, "test": 250}
+# Largest |value| of a numeric column. The network standardizes raw csv features in
+# float32, whose variance overflows from |x| ≈ 2e19 (float32 max 3.4e38); market data
+# (prices, volumes, returns) stays far below 1e15.
+MAX_ABS_VALUE = 1e15
 
 
 @dataclasses.dataclass
@@ -67,12 +72,21 @@ def load(dataset: str, *, date_column: str = "date", close_column: str = "close"
     if kind == "ohlc":
         return ohlc_frame(read_csv(path, ["Date", *OHLC_COLUMNS], "Date"), path), path
     if kind == "close":
+        _not_the_date_column("--close_column", [close_column], date_column)
         table = read_csv(path, [date_column, close_column], date_column)
         return close_frame(table, date_column, close_column, path), path
     if not target or not features:
         raise ValueError("--dataset=csv:PATH needs --target and --features")
+    _not_the_date_column("--target", [target], date_column)
+    _not_the_date_column("--features", features, date_column)
     table = read_csv(path, [date_column, *dict.fromkeys([target, *features])], date_column)
     return lagged_frame(table, date_column, target, features, lags, day_of_week, path), path
+
+
+def _not_the_date_column(flag: str, names: list[str], date_column: str) -> None:
+    if date_column in names:
+        raise ValueError(f"{flag}={','.join(names)} names the date column {date_column!r} "
+                         "(--date_column): choose numeric column(s)")
 
 
 def read_csv(path: str, columns: list[str], date_column: str) -> pd.DataFrame:
@@ -93,7 +107,17 @@ def read_table(table: pd.DataFrame, columns: list[str], date_column: str,
     numeric = [name for name in columns if name != date_column]
     table = checks.numeric(table[columns], numeric, source)
     checks.finite(table, numeric, source)
-    dates = pd.to_datetime(table[date_column], errors="coerce")
+    _refuse(table, numeric, lambda values: np.abs(values) > MAX_ABS_VALUE,
+            f"huge (|x| > {MAX_ABS_VALUE:g})", source)
+    column = table[date_column]
+    if not pd.api.types.is_datetime64_any_dtype(column):
+        numbers = pd.to_numeric(column, errors="coerce").notna().to_numpy()
+        if numbers.any():
+            row = int(np.flatnonzero(numbers)[0])
+            raise ValueError(f"{source}: column {date_column!r} holds numbers, not dates, "
+                             f"e.g. row {row + 1}: {column.iloc[row]}; write dates as "
+                             "YYYY-MM-DD")
+    dates = pd.to_datetime(column, errors="coerce")
     if dates.isna().any():
         row = int(np.flatnonzero(dates.isna().to_numpy())[0])
         raise ValueError(f"{source}: column {date_column!r} has a missing or unparsable date "
@@ -106,13 +130,17 @@ def read_table(table: pd.DataFrame, columns: list[str], date_column: str,
     return table.sort_values(date_column, kind="stable").reset_index(drop=True)
 
 
-def _positive(table: pd.DataFrame, names, source: str) -> None:
+def _refuse(table: pd.DataFrame, names, is_bad, what: str, source: str) -> None:
+    """Raises naming the first row where `is_bad(values [N]) → [N] bool` holds."""
     for name in names:
-        bad = np.flatnonzero(table[name].to_numpy() <= 0)
+        bad = np.flatnonzero(is_bad(table[name].to_numpy(np.float64)))
         if len(bad):
-            raise ValueError(f"{source}: column {name!r} has {len(bad)} non-positive "
-                             f"value(s), the first at row {bad[0] + 1}: "
-                             f"{table[name].iloc[bad[0]]!r}")
+            raise ValueError(f"{source}: column {name!r} has {len(bad)} {what} value(s), the "
+                             f"first at row {bad[0] + 1}: {table[name].iloc[bad[0]]:g}")
+
+
+def _positive(table: pd.DataFrame, names, source: str) -> None:
+    _refuse(table, names, lambda values: values <= 0, "non-positive", source)
 
 
 def _har_and_returns(variance: pd.Series, log_return: pd.Series) -> dict:
@@ -136,6 +164,13 @@ def _frame(dates, features: pd.DataFrame, target: pd.Series, target_name: str,
     if keep.sum() < 2:
         raise ValueError(f"{source}: {len(target)} usable days are too few for the "
                          f"{warm_up}-day windows of the features")
+    # Checked cells can still overflow here, e.g. High / Low with a Low of 1e-320.
+    values = np.column_stack([features[keep], target[keep]])
+    if not np.isfinite(values).all():
+        row, column = np.argwhere(~np.isfinite(values))[0]
+        raise ValueError(f"{source}: {[*features.columns, target_name][column]} is not finite "
+                         f"for {str(np.asarray(dates)[keep][row])[:10]}: a value too large or "
+                         "too close to 0 overflows it")
     checks.not_constant(target[keep].to_numpy(), f"{source}: the target {target_name}")
     return Frame(dates=np.asarray(dates)[keep].astype("datetime64[ns]"),
                  features=features[keep].to_numpy(np.float64),

@@ -27,41 +27,51 @@ FLAGS = flags.FLAGS
 
 flags.DEFINE_enum("loss", "huber", model.LOSSES, "mse; huber (fixed --huber_delta); "
                   "adaptive_huber (δ and scale learned through the Huber NLL).")
-flags.DEFINE_float("huber_delta", 1.0, "Huber δ in standardized target units (> 0).",
-                   lower_bound=1e-6)
-flags.DEFINE_float("delta_learning_rate", 0.05, "adaptive_huber: Adam rate of δ and scale.",
-                   lower_bound=1e-9)
+flags.DEFINE_float("huber_delta", 1.0, "Huber δ in standardized target units (> 0).")
+flags.DEFINE_float("delta_learning_rate", 0.05, "adaptive_huber: Adam rate of δ and scale.")
 flags.DEFINE_enum("model", "mlp", model.MODELS, "mlp, or linear (the AR model, same loop).")
 flags.DEFINE_list("hidden_units", ["32"], "mlp: widths of the ReLU layers.")
-flags.DEFINE_float("dropout", 0.2, "mlp: dropout after each ReLU layer.", 0, 0.95)
-flags.DEFINE_float("weight_decay", 1e-4, "mlp: L2 penalty on the ReLU layers' kernels.", 0)
-flags.DEFINE_integer("ensemble_size", 5, "Networks (seeds) averaged into the model.", 1)
+flags.DEFINE_float("dropout", 0.2, "mlp: dropout after each ReLU layer.")
+flags.DEFINE_float("weight_decay", 1e-4, "mlp: L2 penalty on the ReLU layers' kernels.")
+flags.DEFINE_integer("ensemble_size", 5, "Networks (seeds) averaged into the model.")
 flags.DEFINE_integer("patience", 20, "Stop after this many epochs without a validation "
-                     "gain; --epochs is the budget.", 1)
-flags.DEFINE_float("stopping_tolerance", 1e-6, "Smallest validation-loss gain that counts.",
-                   0)
+                     "gain; --epochs is the budget.")
+flags.DEFINE_float("stopping_tolerance", 1e-6, "Smallest validation-loss gain that counts.")
 flags.DEFINE_string("date_column", "date", "csv:, close: the date column.")
 flags.DEFINE_string("close_column", "close", "close: the closing-price column.")
 flags.DEFINE_string("target", None, "csv: the column to predict one row ahead.")
 flags.DEFINE_list("features", None, "csv: columns whose lags are the features.")
-flags.DEFINE_integer("lags", 5, "csv: lags 1..L of each feature column.", lower_bound=1)
+flags.DEFINE_integer("lags", 5, "csv: lags 1..L of each feature column.")
 flags.DEFINE_bool("day_of_week", False, "csv: add the target day's weekday (one-hot).")
 flags.DEFINE_string("split_date", None, "First target date of the test split (YYYY-MM-DD). "
                     "Default: 2008-01-01 for sp500, else the date at 80 % of the rows.")
 flags.DEFINE_float("validation_fraction", 0.1, "Latest share of the days before "
-                   "--split_date held out for stopping and choices.", 0.01, 0.9)
+                   "--split_date held out for stopping and choices.")
 flags.DEFINE_float("train_outlier_rate", 0.0, "Share of training targets corrupted with "
-                   "large heavy-tailed errors.", 0, 0.49)
-flags.DEFINE_float("outlier_scale", 10.0, "Corruption size: ±scale·|t₂| target sds.", 1e-6)
+                   "large heavy-tailed errors.")
+flags.DEFINE_float("outlier_scale", 10.0, "Corruption size: ±scale·|t₂| target sds.")
 flags.DEFINE_list("robustness_rates", [], "Train every loss at each corruption rate "
                   "(e.g. 0,0.01) and tabulate test R²; empty: no experiment.")
-flags.DEFINE_integer("robustness_seeds", 1, "Seeds per robustness cell.", lower_bound=1)
+flags.DEFINE_integer("robustness_seeds", 1, "Seeds per robustness cell.")
 flags.register_validator("robustness_rates", lambda rates: all(
     r.replace(".", "", 1).isdigit() and float(r) < 0.5 for r in rates),
     message="--robustness_rates must be numbers in [0, 0.5), e.g. 0,0.01")
-flags.register_validator("hidden_units", lambda units: all(u.isdigit() and int(u) > 0
-                                                           for u in units),
-                         message="--hidden_units must be positive integers, e.g. 32,32")
+common_flags.check_widths("hidden_units")
+# Upper bounds: the loss and targets are in standardized units (sd 1), so a δ, penalty or
+# tolerance far above 1 is a typo, and a huge one overflows float32 (δ² in the loss,
+# scale·|t₂| in the corrupted targets). Counts are capped where a run could never finish.
+common_flags.check_range("huber_delta", 1e-6, 1e3)  # beyond 1e3 Huber is MSE
+common_flags.check_range("delta_learning_rate", 0, 10, low_open=True)  # as --learning_rate
+common_flags.check_range("dropout", 0, 0.95)
+common_flags.check_range("weight_decay", 0, 10)
+common_flags.check_range("ensemble_size", 1, 100)
+common_flags.check_range("patience", 1, 10_000)
+common_flags.check_range("stopping_tolerance", 0, 1)
+common_flags.check_range("lags", 1, 1_000)
+common_flags.check_range("validation_fraction", 0.01, 0.9)
+common_flags.check_range("train_outlier_rate", 0, 0.49)
+common_flags.check_range("outlier_scale", 1e-6, 1e3)
+common_flags.check_range("robustness_seeds", 1, 100)
 
 common_flags.set_defaults(epochs=300, global_batch_size=128, learning_rate=0.01,
                           dataset="sp500")

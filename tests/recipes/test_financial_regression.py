@@ -1,7 +1,7 @@
 """Tests of recipes/financial_regression: the real command on tiny data (mirrored and one
 device), the saved models in a fresh process, resume (network by network, and inside a
 network), the features against brute force with no look-ahead, the csv, ohlc and close
-modes on small written files, and every bad input of issue 11.
+modes on small written files, and every bad input of issues 11 and 20.
 
 Independent references: NumPy loops for the features and lags, scikit-learn's
 LinearRegression and r2_score for the baselines and metrics.
@@ -299,6 +299,8 @@ def test_other_loader_errors(tmp_path):
     prices = garch_prices(300)
     with pytest.raises(ValueError, match="'Low' has 1 non-positive value.*row 6"):
         data.ohlc_frame(prices.assign(Low=prices.Low.where(prices.index != 5, 0.0)), "zero")
+    with pytest.raises(ValueError, match="log_parkinson_variance is not finite for 2000-10-09"):
+        data.ohlc_frame(prices.assign(Low=prices.Low.where(prices.index != 200, 1e-320)), "tiny")
     frame, _ = data.load(f"csv:{tmp_path / 'good.csv'}", target="log_volume",
                          features=["DJ_return"])
     with pytest.raises(ValueError, match="--split_date=2030-01-01 is outside the data"):
@@ -329,6 +331,62 @@ def test_bad_input_exits_2_in_one_line_and_writes_nothing(run_recipe, tmp_path):
         assert word in last, (name, last)
         assert not (tmp_path / name).exists(), name
     assert sorted((p.name, p.stat().st_mtime_ns) for p in RESULTS.glob("*")) == before
+
+
+def test_issue_20_bad_inputs_are_refused_before_training(bad_inputs, tmp_path):
+    """Issue 20, in one process: each bad file, column choice or flag value gets status 1
+    (flag parse) or 2 (data check), a message naming the flag / file / column / row, and
+    an empty run directory. The control (the good file, same flags) trains, so each
+    refusal is due to its one change."""
+    table = islr2_table(400)
+    files = {"good": table,
+             "numbers_as_dates": table.assign(date=np.arange(len(table))),
+             "huge": table.assign(log_volatility=table.log_volatility.where(
+                 table.index != 50, 1e300)),
+             "infinite": table.assign(DJ_return=table.DJ_return.where(
+                 table.index != 60, -np.inf))}
+    for name, edited in files.items():
+        edited.to_csv(tmp_path / f"{name}.csv", index=False)
+    cheap = ("--model=linear", "--loss=mse", "--ensemble_size=1", "--epochs=1")
+    good = (f"--dataset=csv:{tmp_path / 'good.csv'}", *ISLR2_FLAGS, *cheap)
+    features = "--features=DJ_return,log_volume,log_volatility"
+    cases = {  # name: (argv, status, words of the message)
+        "control": (good, 0, []),
+        "numbers_as_dates": ((f"--dataset=csv:{tmp_path / 'numbers_as_dates.csv'}",
+                              *ISLR2_FLAGS, *cheap), 2,
+                             ["numbers_as_dates.csv", "'date'", "row 1", "not dates"]),
+        "huge_value": ((f"--dataset=csv:{tmp_path / 'huge.csv'}", *ISLR2_FLAGS, *cheap), 2,
+                       ["huge.csv", "'log_volatility'", "row 51", "1e+300"]),
+        "infinite_value": ((f"--dataset=csv:{tmp_path / 'infinite.csv'}", *ISLR2_FLAGS,
+                            *cheap), 2, ["infinite.csv", "'DJ_return'", "row 61"]),
+        "target_is_date": ((*good, "--target=date"), 2, ["--target=date", "--date_column"]),
+        "feature_is_date": ((*good, f"{features},date"), 2, ["--features=", "'date'"]),
+        "close_is_date": ((f"--dataset=close:{tmp_path / 'good.csv'}", "--close_column=date",
+                           *cheap), 2, ["--close_column=date"]),
+        "no_hidden_units": ((*good, "--model=mlp", "--hidden_units="), 1, ["--hidden_units"]),
+        "empty_width": ((*good, "--model=mlp", "--hidden_units=64,,16"), 1, ["--hidden_units"]),
+    }
+    for flag, value in [("huber_delta", "inf"), ("huber_delta", "0"),
+                        ("delta_learning_rate", "nan"), ("dropout", "nan"),
+                        ("weight_decay", "1e30"), ("stopping_tolerance", "inf"),
+                        ("validation_fraction", "nan"), ("train_outlier_rate", "-inf"),
+                        ("outlier_scale", "1e30"), ("ensemble_size", "0"),
+                        ("ensemble_size", "100000"), ("patience", "0"), ("lags", "0"),
+                        ("robustness_seeds", "0")]:
+        cases[f"{flag}={value}"] = ((*good, f"--{flag}={value}"), 1, [f"--{flag}"])
+
+    outcomes = bad_inputs(RECIPE, {name: ["--smoke", *argv]
+                                   for name, (argv, _, _) in cases.items()})
+    for name, (_, status, words) in cases.items():
+        outcome = outcomes[name]
+        assert outcome["status"] == status, (name, outcome)
+        if status == 0:
+            assert "results.json" in outcome["written"], (name, outcome["written"])
+            continue
+        assert outcome["status"] in (1, 2) and outcome["written"] == [], (name, outcome)
+        message = outcome["stderr"].strip().splitlines()[-1]
+        for word in words:
+            assert word in message, (name, word, message)
 
 
 def test_volatility_features_brute_force_and_no_look_ahead(sp500):

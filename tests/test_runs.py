@@ -81,14 +81,18 @@ def test_a_second_live_run_in_the_directory_is_refused(run_recipe, tmp_path):
     assert resumed.returncode == 0, resumed
 
 
-def test_ctrl_c_prints_one_line_and_exits_130(tmp_path):
+@pytest.mark.parametrize("sent, status, line", [
+    (signal.SIGINT, 130, "interrupted; rerun the same command to resume"),
+    (signal.SIGTERM, 143, "terminated (SIGTERM); rerun the same command to resume"),
+])
+def test_ctrl_c_and_sigterm_print_one_line_and_release_the_lock(tmp_path, sent, status, line):
     model_dir = tmp_path / "run"
     process = _start(tmp_path, "--smoke", "--epochs=500", f"--model_dir={model_dir}")
     _wait_for(model_dir / "metrics.jsonl", process)
-    process.send_signal(signal.SIGINT)
+    process.send_signal(sent)
     _, stderr = process.communicate(timeout=120)
-    assert process.returncode == 130
-    assert stderr.strip().splitlines() == ["interrupted; rerun the same command to resume"]
+    assert process.returncode == status
+    assert stderr.strip().splitlines() == [line]
     assert not (model_dir / "lock").exists()
 
 

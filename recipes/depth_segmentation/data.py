@@ -131,13 +131,11 @@ def load_nyuv2(path: str, resolution=(288, 384)) -> tuple[dict, tuple | None]:
     images, depths, labels = (raw["images"].transpose(0, 3, 2, 1),
                               raw["depths"].astype(np.float32).transpose(0, 2, 1),
                               raw["labels"].transpose(0, 2, 1))
-    if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
-        raise ValueError(f"{path}: images must be uint8 [N, 3, W, H] in the file, got "
-                         f"{raw['images'].dtype} {raw['images'].shape}")
-    if labels.size and (labels.min() < 0 or labels.max() > 894
-                        or (labels != np.round(labels)).any()):
-        raise ValueError(f"{path}: labels must be integer ids in 0..894, found "
-                         f"{labels.min()}..{labels.max()}")
+    if images.ndim != 4 or images.shape[-1] != 3:
+        raise ValueError(f"{path}: images must be [N, 3, W, H] in the file, got "
+                         f"{raw['images'].shape}")
+    images = check_integers(images, 0, 255, f"{path}: images (RGB)").astype(np.uint8)
+    labels = check_integers(labels, 0, 894, f"{path}: labels (raw NYU ids, 0 unlabelled)")
     validate({"images": images, "depths": depths, "labels": labels.astype(np.int64)}, 895,
              str(path))
     mapping_path = path.parent / "classMapping40.mat"
@@ -187,8 +185,37 @@ def load_npz(path: str) -> dict:
         raise ValueError(f"{path}: needs arrays images, depths and labels ({error})") from error
     except (OSError, ValueError) as error:
         raise ValueError(f"{path}: not a readable .npz file ({error})") from error
+    arrays["images"] = check_integers(arrays["images"], 0, 255,
+                                      f"{path}: images (RGB)").astype(np.uint8)
+    # The upper end is --num_classes or the largest id: `validate` checks it.
+    arrays["labels"] = check_integers(arrays["labels"], -1, None,
+                                      f"{path}: labels (-1 unlabelled)").astype(np.int32)
     arrays["depths"] = arrays["depths"].astype(np.float32)
     return arrays
+
+
+def check_integers(values: np.ndarray, low: int, high: int | None, what: str) -> np.ndarray:
+    """`values` if every element is an integer in low..high (high None: no upper end);
+    else ValueError naming `what`, the first bad element's index and its value. Catches
+    images scaled to [0, 1] or x1000 and class ids that went through a float resize."""
+    if values.dtype.kind not in "biuf":
+        raise ValueError(f"{what} must be numbers, got dtype {values.dtype}")
+    if values.dtype.kind in "biu":  # a uint8 image needs no element-wise pass
+        if values.size == 0 or (values.min() >= low and (high is None
+                                                         or values.max() <= high)):
+            return values
+    # NaN fails every comparison, so it is reported here too.
+    good = (values >= low) & (values == np.round(values))
+    if high is not None:
+        good &= values <= high
+    if good.all():
+        return values
+    index = np.unravel_index(np.argmin(good), values.shape)
+    bounds = f"{low}..{high}" if high is not None else f">= {low}"
+    axes = ("image", "row", "column", "channel")[:values.ndim]
+    raise ValueError(f"{what} must be integers {bounds}, found {values[index].item()!r} at "
+                     f"[{', '.join(f'{a} {int(i)}' for a, i in zip(axes, index))}] "
+                     f"({int((~good).sum())} such values)")
 
 
 def validate(arrays: dict, num_classes: int, source: str) -> None:
@@ -196,6 +223,10 @@ def validate(arrays: dict, num_classes: int, source: str) -> None:
     images, depths, labels = arrays["images"], arrays["depths"], arrays["labels"]
     if images.ndim != 4 or images.shape[-1] != 3:
         raise ValueError(f"{source}: images must be [N, H, W, 3], got {images.shape}")
+    # The loaders convert after checking the values; a source that skips that is a bug.
+    if images.dtype != np.uint8 or labels.dtype.kind not in "iu":
+        raise ValueError(f"{source}: images must be uint8 and labels integer ids, got "
+                         f"{images.dtype} and {labels.dtype}")
     if len(images) == 0:
         raise ValueError(f"{source}: no images")
     for name, values in (("depths", depths), ("labels", labels)):

@@ -31,38 +31,65 @@ RECIPE = "depth_segmentation"
 FLAGS = flags.FLAGS
 
 flags.DEFINE_enum("weighting", "static", model.WEIGHTINGS, "How the two tasks combine.")
-flags.DEFINE_float("seg_weight", 1.0, "static: weight of the segmentation loss.", lower_bound=0)
+flags.DEFINE_float("seg_weight", 1.0, "static: weight of the segmentation loss.")
 # 0.5: the L1 depth loss in metres reaches the shared encoder with 1.7-3x the gradient
 # norm of Dice + cross-entropy; halving it was best for segmentation on validation.
-flags.DEFINE_float("depth_weight", 0.5, "static: weight of the depth loss.", lower_bound=0)
-flags.DEFINE_float("dwa_temperature", 2.0, "dwa: temperature T.", lower_bound=1e-3)
+flags.DEFINE_float("depth_weight", 0.5, "static: weight of the depth loss.")
+flags.DEFINE_float("dwa_temperature", 2.0, "dwa: temperature T.")
 flags.DEFINE_enum("depth_loss", "l1", list(model.DEPTH_LOSSES), "Depth loss (invalid masked).")
 flags.DEFINE_float("cross_entropy_weight", 1.0, "Pixel cross-entropy added to the Dice loss "
-                   "(0: Dice alone).", lower_bound=0)
+                   "(0: Dice alone).")
 flags.DEFINE_bool("exchange", False, "Multi-task heads read both decoders' features.")
 flags.DEFINE_integer("shared_levels", None, "Multi-task: encoder levels the tasks share "
-                     "(default: all and the bottleneck); deeper ones are per task.",
-                     lower_bound=0)
+                     "(default: all and the bottleneck); deeper ones are per task.")
 flags.DEFINE_bool("attention", True, "Multi-task: each decoder reads the shared features "
                   "through its own soft mask (MTAN-style task attention).")
 flags.DEFINE_float("shared_width", 1.0, "Multi-task: filters of the shared layers, as a "
-                   "multiple of the single-task network's.", lower_bound=0.25)
+                   "multiple of the single-task network's.")
 flags.DEFINE_bool("baselines", True, "Also train the single-task networks (needed for ΔM).")
-flags.DEFINE_integer("base_filters", 12, "U-Net width: filters of the first level.",
-                     lower_bound=1)
-flags.DEFINE_integer("levels", 3, "U-Net depth: poolings in the encoder.", lower_bound=1)
-flags.DEFINE_integer("train_images", 768, "synthetic: rooms for training.", lower_bound=8)
-flags.DEFINE_integer("test_images", 256, "synthetic: rooms for testing.", lower_bound=2)
-flags.DEFINE_integer("image_size", 64, "synthetic: image height and width.", lower_bound=16)
+flags.DEFINE_integer("base_filters", 12, "U-Net width: filters of the first level.")
+flags.DEFINE_integer("levels", 3, "U-Net depth: poolings in the encoder.")
+flags.DEFINE_integer("train_images", 768, "synthetic: rooms for training.")
+flags.DEFINE_integer("test_images", 256, "synthetic: rooms for testing.")
+flags.DEFINE_integer("image_size", 64, "synthetic: image height and width.")
 flags.DEFINE_string("resolution", "288x384", "nyuv2/npz: HxW the images are resized to "
                     "(288x384: LibMTL's NYUv2 protocol).")
-flags.DEFINE_integer("num_classes", None, "Classes (default: the dataset's own).", lower_bound=2)
+flags.DEFINE_integer("num_classes", None, "Classes (default: the dataset's own).")
 flags.DEFINE_float("test_fraction", 0.45, "nyuv2 without splits.mat / npz: share of images "
-                   "held out for testing.", lower_bound=0.01, upper_bound=0.99)
+                   "held out for testing.")
 flags.DEFINE_enum("evaluate_on", "test", ["test", "validation"], "Score on the test split, "
                   "or on the last --validation_fraction of the training images.")
 flags.DEFINE_float("validation_fraction", 0.25, "Share of training images held out by "
-                   "--evaluate_on=validation.", lower_bound=0.05, upper_bound=0.5)
+                   "--evaluate_on=validation.")
+# Upper bounds only a typo reaches: a loss weight of 1e3 already drowns the other task;
+# at T = 1e3 DWA's weights are equal (static); past 8x shared filters, 256 base filters,
+# 7 levels (sides in multiples of 256 pixels), 512-pixel or 50 000 rendered rooms the
+# arrays or the render outgrow any machine this recipe is meant for.
+common_flags.check_range("seg_weight", 0.0, 1e3)
+common_flags.check_range("depth_weight", 0.0, 1e3)
+common_flags.check_range("cross_entropy_weight", 0.0, 1e3)
+common_flags.check_range("dwa_temperature", 1e-3, 1e3)
+common_flags.check_range("shared_width", 0.25, 8.0)
+common_flags.check_range("base_filters", 1, 256)
+common_flags.check_range("levels", 1, 7)
+common_flags.check_range("shared_levels", 0, 7, optional=True)
+common_flags.check_range("train_images", 8, 50_000)
+common_flags.check_range("test_images", 2, 50_000)
+common_flags.check_range("image_size", 16, 512)
+common_flags.check_range("num_classes", 2, 1000, optional=True)
+common_flags.check_range("test_fraction", 0.01, 0.99)
+common_flags.check_range("validation_fraction", 0.05, 0.5)
+flags.register_multi_flags_validator(
+    ["shared_levels", "levels"], lambda values: values["shared_levels"] is None
+    or values["shared_levels"] <= values["levels"],
+    message="--shared_levels must be at most --levels")
+# Static weights of 0 and 0 train nothing: loss 0 every epoch, a record of an untrained
+# network. The other weightings set their own weights and ignore these flags.
+flags.register_multi_flags_validator(
+    ["weighting", "seg_weight", "depth_weight"], lambda values: values["weighting"] != "static"
+    or values["seg_weight"] > 0 or values["depth_weight"] > 0,
+    message="--seg_weight and --depth_weight are both 0 with --weighting=static: at least "
+            "one task weight must be > 0")
 flags.register_validator(
     "dataset", lambda value: value == "synthetic" or (
         value.partition(":")[0] in ("nyuv2", "npz") and value.partition(":")[2] != ""),

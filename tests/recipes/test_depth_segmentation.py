@@ -438,3 +438,52 @@ def test_bad_nyuv2_input_fails_in_one_line_with_rc_2_and_no_run_dir(case, nyu, t
     assert len(lines) == 1 and lines[0].startswith("error: "), completed.stderr
     assert {"directory": "is a directory", "missing key": "lacks ['depths']"}[case] in lines[0]
     assert not model_dir.exists()
+
+
+# Flags refused at the parse (status 1), each with the flag its message must name.
+BAD_FLAGS = {
+    "seg_weight": "inf", "depth_weight": "1e30", "cross_entropy_weight": "nan",
+    "dwa_temperature": "0", "shared_width": "inf", "base_filters": "100000", "levels": "50",
+    "shared_levels": "-1", "train_images": "1000000000", "test_images": "1",
+    "image_size": "100000", "num_classes": "1", "test_fraction": "nan",
+    "validation_fraction": "1.0",
+}
+
+
+def test_bad_inputs_fail_in_one_line_before_anything_is_written(nyu, tmp_path, bad_inputs):
+    """Images x1000 and labels 0.5..2.5 in a .mat and an .npz, both static task weights
+    0, and each numeric flag out of its range: all refused, all in one process."""
+    _, images, depths, labels, mapping = nyu
+    fractional = np.random.default_rng(1).choice([0.5, 1.5, 2.5], labels.shape)
+    files = {}
+    for case, arrays in {"images_x1000": (images * 1000.0, labels),
+                         "fractional_labels": (images, fractional)}.items():
+        folder = tmp_path / case
+        folder.mkdir()
+        files[f"nyuv2_{case}"] = write_nyu(folder, arrays[0], depths, arrays[1],
+                                           mapping=mapping)
+        files[f"npz_{case}"] = folder / "own.npz"
+        np.savez(files[f"npz_{case}"], images=arrays[0], depths=depths,
+                 labels=arrays[1] % 3)  # ids 0..2 or 0.5..2.5
+    cases = {name: ["--smoke", f"--dataset={name.partition('_')[0]}:{path}"]
+             for name, path in files.items()}
+    expected = {name: (f"{path}: {'labels' if 'labels' in name else 'images'}",
+                       f"found {images[0, 0, 0, 0] * 1000.0} at [image 0, row 0, column 0, "
+                       if "x1000" in name else f"found {fractional[0, 0, 0]} at [image 0, ")
+                for name, path in files.items()}
+    cases["zero_task_weights"] = ["--smoke", "--seg_weight=0", "--depth_weight=0"]
+    expected["zero_task_weights"] = ("--seg_weight and --depth_weight are both 0",)
+    cases["shared_levels_past_levels"] = ["--smoke", "--levels=2", "--shared_levels=3"]
+    expected["shared_levels_past_levels"] = ("--shared_levels must be at most --levels",)
+    for flag, value in BAD_FLAGS.items():
+        cases[flag] = ["--smoke", f"--{flag}={value}"]
+        expected[flag] = (f"--{flag} must be a finite number",)
+    outcomes = bad_inputs("depth_segmentation", cases)
+    for name, outcome in outcomes.items():
+        assert outcome["status"] in (1, 2), (name, outcome)
+        assert all(text in outcome["stderr"] for text in expected[name]), (name, outcome)
+        assert outcome["written"] == [], (name, outcome)
+    # data refused by the recipe (one line), flags by the parse
+    for name in files:
+        assert outcomes[name]["status"] == 2, (name, outcomes[name])
+        assert outcomes[name]["stderr"].strip().count("\n") == 0, outcomes[name]["stderr"]

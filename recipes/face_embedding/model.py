@@ -9,7 +9,7 @@ stages of 3x3 convolution, synchronized batch normalisation, ReLU and 2x2 max po
 until the shorter side is 4 or less, one more convolution, global average pooling (so
 the same weights fit any input size: `--init_from` can start a 92x112 network from one
 trained at 32x32), dropout, a dense projection and L2 normalisation. Only Keras
-built-in layers: model.keras loads with plain `tf.keras.models.load_model`.
+built-in layers: model.keras loads with `common.models.load_model` (Keras' safe mode).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from pathlib import Path
 
 import tensorflow as tf
 
-from common import checks
+from common import models
 from common.losses import TripletLoss
 
 
@@ -60,11 +60,16 @@ def compile_triplet(network: tf.keras.Model, margin: float, mining: str, distanc
                     loss=TripletLoss(margin, mining, distance), jit_compile=jit_compile)
 
 
-def init_from(network: tf.keras.Model, run_dir: str) -> int:
-    """Starts `network` from the weights of RUN_DIR/model.keras (a finished run of this
-    recipe): every layer whose name and weight shapes match. Returns how many did."""
-    path = checks.file(Path(run_dir) / "model.keras", "--init_from")
-    source = tf.keras.models.load_model(path, compile=False)
+def load_init(run_dir: str) -> tf.keras.Model:
+    """RUN_DIR/model.keras of a finished run, for `init_from`. Only the zip format, in
+    Keras' safe mode: an HDF5 (legacy) file, whatever its name, would run the Python
+    bytecode of any `Lambda` in it. ValueError naming --init_from otherwise."""
+    return models.load_model(Path(run_dir) / "model.keras", flag="--init_from")
+
+
+def init_from(network: tf.keras.Model, source: tf.keras.Model, run_dir: str) -> int:
+    """Starts `network` from the weights of `source` (`load_init(run_dir)`): every
+    layer whose name and weight shapes match. Returns how many did."""
     copied = 0
     for layer in network.layers:
         try:

@@ -26,7 +26,7 @@ import common  # noqa: F401  (Keras 2 before TensorFlow)
 import numpy as np
 from absl import flags
 
-from common import checks, results, training
+from common import results, training
 from common import flags as common_flags
 from recipes.face_embedding import data, evaluate, model, report
 
@@ -35,16 +35,16 @@ FLAGS = flags.FLAGS
 
 flags.DEFINE_integer("images_per_identity", 4, "K of the P x K batches; P = "
                      "global_batch_size / K people per batch (at most the training "
-                     "people).", lower_bound=2)
+                     "people).")
 flags.DEFINE_integer("steps_per_epoch", 50, "Training steps per epoch, whatever the data "
-                     "size.", lower_bound=1)
+                     "size.")
 flags.DEFINE_float("margin", 0.2, "Triplet margin, in units of --distance.")
 flags.DEFINE_enum("mining", "semi_hard", ["semi_hard", "batch_hard", "batch_all"],
                   "Online triplet mining inside each (global) batch.")
 flags.DEFINE_enum("distance", "squared_l2", ["squared_l2", "l2", "cosine"],
                   "Distance of the triplet loss.")
-flags.DEFINE_integer("embedding_dim", 128, "Embedding size.", lower_bound=2)
-flags.DEFINE_integer("width", 16, "Filters in the first convolution stage.", lower_bound=1)
+flags.DEFINE_integer("embedding_dim", 128, "Embedding size.")
+flags.DEFINE_integer("width", 16, "Filters in the first convolution stage.")
 flags.DEFINE_float("dropout", 0.2, "Dropout before the projection.")
 flags.DEFINE_float("weight_decay", 1e-4, "L2 penalty on the kernels.")
 flags.DEFINE_bool("augment", True, "Augment training faces (crops, flips, brightness, "
@@ -56,21 +56,36 @@ flags.DEFINE_string("image_size", "", "WIDTHxHEIGHT of the network input, e.g. 9
                     "The aspect ratio is kept (centre crop), never squashed.")
 flags.DEFINE_bool("color", False, "Colour (3 channels) instead of grey.")
 flags.DEFINE_integer("min_images_per_identity", None, "Drop people with fewer images "
-                     f"(folder, lfw; lfw default {data.LFW_MIN_IMAGES}).", lower_bound=1)
+                     f"(folder, lfw; lfw default {data.LFW_MIN_IMAGES}).")
 flags.DEFINE_integer("first_images_per_identity", None, "Keep only each person's first N "
                      "images: with --protocol=kfold:N on the training images of "
-                     "per_identity:N, the validation protocol used to choose a config.",
-                     lower_bound=2)
+                     "per_identity:N, the validation protocol used to choose a config.")
 flags.DEFINE_string("init_from", None, "RUN_DIR of a finished run of this recipe (e.g. on "
                     "synthetic faces): start from its model.keras weights.")
-flags.register_validator("margin", lambda value: value > 0, message="--margin must be > 0")
+common_flags.check_range("images_per_identity", 2, 1024)
+common_flags.check_range("steps_per_epoch", 1, 10**6)
+# Unit-norm embeddings are at most 4 apart in squared L2 (2 in L2 and cosine): no triplet
+# can meet a larger margin, so every one would stay active for the whole run.
+common_flags.check_range("margin", 0, 4, low_open=True)
+common_flags.check_range("embedding_dim", 2, 4096)
+common_flags.check_range("width", 1, 256)  # build() caps every stage at 256 filters
+common_flags.check_range("dropout", 0, 1, high_open=True)  # 1 would drop everything
+# The triplet loss is at most margin + 4: an L2 penalty weighted above 1 can only swamp it.
+common_flags.check_range("weight_decay", 0, 1)
+common_flags.check_range("min_images_per_identity", 1, optional=True)
+common_flags.check_range("first_images_per_identity", 2, optional=True)
 flags.register_validator(
     "protocol", lambda value: bool(re.fullmatch(r"unseen_identities|per_identity:[1-9]\d*"
                                                 r"|kfold:([2-9]|[1-9]\d+)", value)),
     message="--protocol must be unseen_identities, per_identity:K (K >= 1) or kfold:N "
             "(N >= 2); leave-one-out is scored for the classic baselines of kfold:N records")
-flags.register_validator("image_size", lambda value: bool(re.fullmatch(r"(\d+x\d+)?", value)),
-                         message="--image_size must be WIDTHxHEIGHT, e.g. 92x112, or empty")
+# Below 8 pixels the network has no stage to pool; above 1024 a face set of thousands of
+# images no longer fits in memory as float32 (and no face needs it).
+flags.register_validator(
+    "image_size", lambda value: value == "" or bool(
+        re.fullmatch(r"\d+x\d+", value)
+        and all(8 <= int(side) <= 1024 for side in value.split("x"))),
+    message="--image_size must be WIDTHxHEIGHT, each side in [8, 1024], e.g. 92x112, or empty")
 flags.register_validator(
     "dataset", lambda value: value in ("", "synthetic", "olivetti", "lfw") or (
         value.startswith("folder:") and len(value) > len("folder:")),
@@ -89,8 +104,8 @@ def train() -> dict:
                          "--dataset=folder:PATH (recipes/face_embedding/README.md says where "
                          "to get them)")
     run = training.start(RECIPE, common_flags.settings())
-    if FLAGS.init_from:
-        checks.file(Path(FLAGS.init_from) / "model.keras", "--init_from")
+    # Loaded (and refused) before the data: fold after fold starts from the same weights.
+    source = model.load_init(FLAGS.init_from) if FLAGS.init_from else None
     size = tuple(map(int, FLAGS.image_size.split("x"))) if FLAGS.image_size else None
     faces = data.load(FLAGS.dataset, FLAGS.data_dir, size, FLAGS.color, FLAGS.seed,
                       FLAGS.min_images_per_identity, FLAGS.first_images_per_identity,
@@ -112,8 +127,8 @@ def train() -> dict:
         with run.strategy.scope():
             network = model.build((width, height), channels, FLAGS.embedding_dim, FLAGS.width,
                                   FLAGS.dropout, FLAGS.weight_decay)
-            if FLAGS.init_from:
-                model.init_from(network, FLAGS.init_from)
+            if source is not None:
+                model.init_from(network, source, FLAGS.init_from)
             model.compile_triplet(network, FLAGS.margin, FLAGS.mining, FLAGS.distance,
                                   FLAGS.learning_rate, FLAGS.epochs * FLAGS.steps_per_epoch,
                                   FLAGS.jit_compile)

@@ -112,7 +112,7 @@ def train() -> dict:
         training.save_model(run, serving, serving=model.serving_function(serving), name=name)
         scorers.append(scorer)
 
-    seed_scores = [evaluate.scores(scorer, test_lists) for scorer in scorers]
+    seed_scores = evaluate.scores(scorers, test_lists)
     headline = "ndcg" if FLAGS.protocol != "latest" else f"ndcg@{FLAGS.ndcg_k}"
     metrics, baselines, _ = evaluate.evaluate(
         test_lists, seed_scores,

@@ -108,9 +108,9 @@ def test_smoke_mirrored_resume_and_the_kept_model(run_recipe, tmp_path):
     model_dir = Path(single.model_dir)
     assert set(single.record["models"]["model"].values()) == {"model.keras", "saved_model"}
     check = f"""
-import sys, numpy as np, common, tensorflow as tf
+import sys, numpy as np, common.models, tensorflow as tf
 saved = np.load(sys.argv[1] + "/test_embeddings.npz")
-keras = tf.keras.models.load_model(sys.argv[1] + "/model.keras")
+keras = common.models.load_model(sys.argv[1] + "/model.keras")  # safe mode: as --init_from
 serve = tf.saved_model.load(sys.argv[1] + "/saved_model").signatures["serving_default"]
 np.testing.assert_allclose(keras.predict(saved["images"], verbose=0), saved["embeddings"],
                            rtol=1e-5, atol=1e-6)
@@ -385,6 +385,66 @@ def test_bad_inputs_fail_clearly_before_anything_is_written(run_recipe, tmp_path
         assert "Traceback" not in run.stderr, run.stderr[-1500:]
         assert not model_dir.exists(), args
     assert sorted((repository / "results" / RECIPE).glob("*")) == before
+
+
+def write_armed_hdf5(run_dir: Path, marker: Path) -> None:
+    """RUN_DIR/model.keras in the legacy HDF5 format, holding a Lambda layer whose
+    bytecode creates `marker` when it runs (the legacy loader runs it while rebuilding)."""
+    import tensorflow as tf
+
+    path = str(marker)  # a closure cell (a str, so JSON): saved beside the bytecode
+
+    def touch(x):
+        open(path, "w").close()
+        return x
+
+    armed = tf.keras.Sequential([tf.keras.Input([4]), tf.keras.layers.Lambda(touch)])
+    run_dir.mkdir()
+    armed.save(run_dir / "model.h5", save_format="h5")
+    (run_dir / "model.h5").rename(run_dir / "model.keras")
+
+
+def test_bad_numbers_sizes_and_an_armed_init_from_are_refused(bad_inputs, tmp_path):
+    """Each bad value stops with a one-line error naming its flag, before anything is
+    written; the HDF5 model.keras of --init_from is refused without running its code."""
+    import tensorflow as tf
+
+    marker, armed = tmp_path / "code_ran", tmp_path / "armed_run"
+    write_armed_hdf5(armed, marker)
+    # The file is armed (else the case below could not fail): Keras' own loader runs it.
+    marker.unlink(missing_ok=True)  # building the model called the lambda once
+    tf.keras.models.load_model(armed / "model.keras", compile=False)
+    assert marker.exists()
+    marker.unlink()
+    cases = {
+        "init_from_hdf5": ([f"--init_from={armed}"], "--init_from"),
+        "image_size_zero": (["--image_size=0x0"], "--image_size"),
+        "image_size_absurd": (["--image_size=100000x32"], "--image_size"),
+        "weight_decay_negative": (["--weight_decay=-1"], "--weight_decay"),
+        "weight_decay_inf": (["--weight_decay=inf"], "--weight_decay"),
+        "weight_decay_huge": (["--weight_decay=1e30"], "--weight_decay"),
+        "dropout_above_one": (["--dropout=1.5"], "--dropout"),
+        "dropout_negative": (["--dropout=-0.5"], "--dropout"),
+        "dropout_one": (["--dropout=1"], "--dropout"),
+        "margin_nan": (["--margin=nan"], "--margin"),
+        "margin_huge": (["--margin=1e30"], "--margin"),
+        "embedding_dim_zero": (["--embedding_dim=0"], "--embedding_dim"),
+        "width_huge": (["--width=100000"], "--width"),
+        "steps_per_epoch_zero": (["--steps_per_epoch=0"], "--steps_per_epoch"),
+        "images_per_identity_one": (["--images_per_identity=1"], "--images_per_identity"),
+        "min_images_zero": (["--min_images_per_identity=0"], "--min_images_per_identity"),
+        "first_images_one": (["--first_images_per_identity=1"],
+                             "--first_images_per_identity"),
+    }
+    # --smoke: a case that got through would run in seconds, not train for minutes.
+    outcomes = bad_inputs(RECIPE, {name: ["--smoke", *args]
+                                   for name, (args, _) in cases.items()})
+    for name, (_, expected) in cases.items():
+        outcome = outcomes[name]
+        assert outcome["status"] in (1, 2), (name, outcome["stderr"][-1500:])
+        assert expected in outcome["stderr"], (name, outcome["stderr"][-1500:])
+        assert outcome["written"] == [], (name, outcome["written"])
+    assert not marker.exists()
 
 
 @pytest.mark.parametrize("flag, expected", [

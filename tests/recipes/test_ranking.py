@@ -113,6 +113,39 @@ def test_mirrored_two_replicas_matches_one_device(smoke, tmp_path):
         smoke.record["metrics"]["ndcg@10"], abs=2e-3)
 
 
+def test_five_seeds_print_no_tensorflow_warning(tmp_path):
+    """Scoring five seeds' scorers used to retrace `predict` per model, which TensorFlow
+    reports on stderr as a retracing WARNING from the fifth seed on."""
+    five = _run(tmp_path / "five", "--smoke", "--epochs=2", "--num_seeds=5")
+    assert five.returncode == 0, five
+    noisy = [line for line in five.stderr.splitlines()
+             if "WARNING" in line or "retracing" in line]
+    assert noisy == [], noisy
+
+
+def test_scores_of_several_scorers_equal_each_ones_predict():
+    """One traced function with each scorer's weights copied in gives each scorer's own
+    scores, over several batches and a partial last one."""
+    rng = np.random.default_rng(0)
+    features = rng.random((31, 4))
+    scorers = []
+    for seed in (1, 2):
+        tf.keras.utils.set_random_seed(seed)
+        scorers.append(model.build_scorer(20, 30, features, 8, (6, 3)))
+        # Non-zero movie biases, so that every term of the score differs between seeds.
+        bias = scorers[-1].get_layer("movie_bias")
+        bias.set_weights([rng.normal(size=bias.get_weights()[0].shape)])
+    lists = data.Lists(rng.integers(0, 21, 25).astype(np.int32),
+                       rng.integers(0, 31, (25, 7)).astype(np.int32),
+                       np.zeros((25, 7), np.float32))
+    ours = evaluate.scores(scorers, lists, batch_size=10)
+    for scorer, scores in zip(scorers, ours):
+        expected = scorer.predict({"user": lists.users, "movie": lists.movies}, verbose=0)
+        assert scores.shape == (25, 7) and scores.dtype == np.float64
+        np.testing.assert_allclose(scores, expected, rtol=1e-6, atol=1e-7)
+    assert not np.allclose(ours[0], ours[1])
+
+
 def test_crash_mid_epoch_then_restart_equals_uninterrupted(smoke, tmp_path):
     # Smoke: 600 lists / 64 = 9 steps per epoch; step 13 is inside epoch 2.
     crashed = _run(tmp_path / "resumed", "--smoke", "--epochs=3", "--simulate_crash_at_step=13",

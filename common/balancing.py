@@ -3,7 +3,8 @@ helpers for a custom `train_step`.
 
 Gradient methods (one backward pass per task) combine the per-task gradients of the
 *shared* weights, those that two or more task losses reach; a head's own weights get
-their task's gradient unchanged (as LibMTL does):
+their task's gradient unchanged (as LibMTL does), except under Nash-MTL, a loss
+weighting, where they get it times their task's α (as its authors' code does):
 
   pcgrad       Yu et al. 2020, "Gradient Surgery for Multi-Task Learning": each task's
                gradient g_i, in a random order of the other tasks j, loses its component
@@ -15,10 +16,19 @@ their task's gradient unchanged (as LibMTL does):
                condition number 1); the update is Ĝ w with w = 1 (equal task weights),
                computed as G B w, B = σ_min V Λ^-1/2 V^T from the eigen-decomposition
                of the K x K Gram matrix G^T G = V Λ V^T.
+  nash_mtl     Navon et al. 2022, "Multi-Task Learning as a Bargaining Game": α > 0 with
+               (M α)_k = 1 / α_k, M the K x K Gram matrix of the task gradients divided
+               by its Frobenius norm (the authors' code does: the update keeps the
+               gradients' scale); the update Σ_k α_k g_k, its norm clipped to 1.
+  cagrad       Liu et al. 2021, "Conflict-Averse Gradient Descent for Multi-task
+               Learning": w on the simplex minimising g_w · g_0 + √φ ||g_w||, g_w = Σ w_k g_k,
+               g_0 the mean gradient, √φ = c ||g_0||; the update
+               K (g_0 + √φ g_w / ||g_w||) / (1 + c²) (the authors' rescale=1, times K for
+               the summed loss as in their code).
 
 `FAMO` (Liu et al. 2023, "FAMO: Fast Adaptive Multitask Optimization") needs no
-per-task gradient: one backward pass of a weighted loss, and a weight update from the
-observed decrease of the log-losses.
+per-task gradient: one backward pass of a weighted loss, and a step of the task logits
+by Adam from the observed decrease of the log-losses.
 
 Under a `tf.distribute` strategy every replica holds an equal share of the global
 batch; the per-task gradients (and losses) are all-reduced before they are combined, so
@@ -34,8 +44,23 @@ applies the same update: `apply_gradients` skips the optimizer's own summing.
 
 from __future__ import annotations
 
+import itertools
+
 import common  # noqa: F401  (Keras 2 before TensorFlow)
+import numpy as np
 import tensorflow as tf
+
+# Nash-MTL: the authors' code (AvivNavon/nash-mtl, methods/weight_methods.py) and LibMTL
+# (Nash_MTL.py) clip the norm of the shared weights' update at max_norm = 1.0.
+NASH_MTL_MAX_NORM = 1.0
+# A ridge of 1e-10 on the normalised Gram matrix keeps α finite when a task's gradient
+# is zero or two are exactly opposite (no solution then); it moves a regular α by ~1e-10.
+NASH_MTL_RIDGE = 1e-10
+NASH_MTL_MAX_ITERATIONS = 100  # damped Newton; 4-25 iterations reach 1e-10 in practice
+# CAGrad: c = 0.4, the authors' NYUv2 setting (Cranial-XIX/CAGrad nyuv2/run.sh
+# --alpha 0.4; also the --c default of the nash-mtl and FAMO repositories).
+CAGRAD_C = 0.4
+CAGRAD_MAX_TASKS = 10  # the exact solver visits all 2^K - 1 supports
 
 
 def _replicas() -> tuple[tf.distribute.ReplicaContext | None, int]:
@@ -114,7 +139,106 @@ def aligned_mtl(gradients: tf.Tensor, weights: tf.Tensor | None = None,
     return tf.cast(tf.linalg.matvec(g64, coefficients, transpose_a=True), gradients.dtype)
 
 
-METHODS = {"pcgrad": pcgrad, "aligned_mtl": aligned_mtl}
+def nash_mtl_weights(gradients: tf.Tensor) -> tf.Tensor:
+    """[K] Nash-MTL's α > 0 for task gradients [K, P]: (M α)_k = 1 / α_k with
+    M = G G^T / ||G G^T||_F (the authors' normalisation).
+
+    α is the minimum of the strictly convex f(α) = ½ α^T M α − Σ_k log α_k (its
+    gradient is M α − 1/α), found by Newton's method damped as for self-concordant
+    functions (step 1 / (1 + λ) while the Newton decrement λ ≥ 1/4), which stays in
+    α > 0 without a line search; the iteration starts at α_k = M_kk^-1/2, the solution
+    for orthogonal gradients.
+    """
+    g64 = tf.cast(gradients, tf.float64)
+    gram = tf.matmul(g64, g64, transpose_b=True)
+    gram = gram / tf.maximum(tf.norm(gram), 1e-300)
+    gram += NASH_MTL_RIDGE * tf.eye(gradients.shape[0], dtype=tf.float64)
+
+    def newton_step(alpha, _):
+        residual = tf.linalg.matvec(gram, alpha) - 1.0 / alpha
+        hessian = gram + tf.linalg.diag(1.0 / tf.square(alpha))
+        direction = tf.linalg.solve(hessian, residual[:, None])[:, 0]
+        decrement = tf.sqrt(tf.maximum(tf.reduce_sum(residual * direction), 0.0))
+        size = 1.0 / (1.0 + tf.where(decrement < 0.25, tf.zeros_like(decrement), decrement))
+        return alpha - size * direction, decrement
+
+    alpha, _ = tf.while_loop(
+        lambda alpha, decrement: decrement > 1e-12, newton_step,
+        (1.0 / tf.sqrt(tf.linalg.diag_part(gram)), tf.constant(np.inf, tf.float64)),
+        maximum_iterations=NASH_MTL_MAX_ITERATIONS)
+    return tf.cast(alpha, gradients.dtype)
+
+
+def _nash_mtl_update(gradients, alpha, max_norm):
+    update = tf.linalg.matvec(gradients, alpha, transpose_a=True)
+    return update if max_norm is None else tf.clip_by_norm(update, max_norm)
+
+
+def nash_mtl(gradients: tf.Tensor, max_norm: float | None = NASH_MTL_MAX_NORM) -> tf.Tensor:
+    """Nash-MTL update [P] from task gradients [K, P]: Σ_k α_k g_k, norm clipped at
+    `max_norm` (None: not clipped)."""
+    return _nash_mtl_update(gradients, nash_mtl_weights(gradients), max_norm)
+
+
+def cagrad_weights(gradients: tf.Tensor, c: float = CAGRAD_C) -> tf.Tensor:
+    """[K] the w on the simplex minimising F(w) = g_w · g_0 + c ||g_0|| ||g_w|| for task
+    gradients [K, P] (g_w = Σ w_k g_k, g_0 their mean).
+
+    Exact, for K ≤ CAGRAD_MAX_TASKS: on the support S of w, stationarity reads
+    a_S + ρ M_SS w_S = ν 1 with M = G G^T, a = G g_0, ρ = c ||g_0|| / ||g_w||; with
+    ||g_w|| = c ||g_0|| / ρ and Σ w = 1 it has one solution with ρ > 0 (a quadratic in
+    ν). Each support's solution that is a point of the simplex is feasible, the minimum
+    is among them: the one of least F wins. All 2^K - 1 supports are solved at once
+    (a batch of K x K systems).
+    """
+    num_tasks = gradients.shape[0]
+    if num_tasks > CAGRAD_MAX_TASKS:
+        raise ValueError(f"cagrad: at most {CAGRAD_MAX_TASKS} tasks, got {num_tasks}")
+    g64 = tf.cast(gradients, tf.float64)
+    gram = tf.matmul(g64, g64, transpose_b=True)
+    # F's argmin does not change with the gradients' scale; the ridge keeps every
+    # M_SS invertible when gradients are dependent.
+    scale = tf.maximum(tf.reduce_max(tf.linalg.diag_part(gram)), 1e-300)
+    gram = gram / scale + 1e-12 * tf.eye(num_tasks, dtype=tf.float64)
+    linear = tf.reduce_mean(gram, axis=1)  # a = G g_0
+    radius = c * tf.sqrt(tf.maximum(tf.reduce_mean(gram), 0.0))  # c ||g_0||
+    masks = np.array([[k in subset for k in range(num_tasks)]
+                      for size in range(1, num_tasks + 1)
+                      for subset in itertools.combinations(range(num_tasks), size)],
+                     np.float64)  # [S, K]: every support
+    supports = tf.constant(masks)
+    # [S, K, K]: M_SS on the support, the identity off it
+    systems = (tf.constant(masks[:, :, None] * masks[:, None, :]) * gram
+               + tf.constant(np.eye(num_tasks) * (1.0 - masks)[:, :, None]))
+    solved = tf.linalg.solve(systems, tf.stack([supports, supports * linear], axis=-1))
+    u, v = solved[..., 0], solved[..., 1]  # M_SS^-1 1, M_SS^-1 a_S; zero off S
+    sum_u, sum_v = tf.reduce_sum(u, -1), tf.reduce_sum(v, -1)
+    discriminant = sum_v**2 - sum_u * (tf.linalg.matvec(v, linear) - radius**2)
+    rho = tf.sqrt(tf.maximum(discriminant, 0.0))
+    nu = (sum_v + rho) / sum_u
+    weights = tf.math.divide_no_nan(nu[:, None] * u - v, rho[:, None])  # [S, K]
+    feasible = (discriminant > 0) & tf.reduce_all(weights >= -1e-9, axis=-1)
+    objective = (tf.linalg.matvec(weights, linear) + radius * tf.sqrt(tf.maximum(
+        tf.reduce_sum(weights * tf.linalg.matmul(weights, gram), -1), 0.0)))
+    objective = tf.where(feasible, objective, np.inf)
+    best = tf.maximum(tf.gather(weights, tf.argmin(objective)), 0.0)
+    uniform = tf.fill([num_tasks], tf.constant(1.0 / num_tasks, tf.float64))
+    best = tf.where(tf.reduce_any(feasible), best / tf.reduce_sum(best), uniform)
+    return tf.cast(best, gradients.dtype)
+
+
+def cagrad(gradients: tf.Tensor, c: float = CAGRAD_C) -> tf.Tensor:
+    """CAGrad update [P] from task gradients [K, P]: K (g_0 + c ||g_0|| g_w / ||g_w||)
+    / (1 + c²), w = `cagrad_weights`."""
+    num_tasks = gradients.shape[0]
+    mean = tf.reduce_mean(gradients, axis=0)
+    combined = tf.linalg.matvec(gradients, cagrad_weights(gradients, c), transpose_a=True)
+    step = mean + tf.math.divide_no_nan(c * tf.norm(mean) * combined, tf.norm(combined))
+    return num_tasks * step / (1.0 + c**2)
+
+
+METHODS = {"pcgrad": pcgrad, "aligned_mtl": aligned_mtl, "nash_mtl": nash_mtl,
+           "cagrad": cagrad}
 
 
 def random_orders(num_tasks: int, step) -> tf.Tensor:
@@ -132,7 +256,8 @@ def random_orders(num_tasks: int, step) -> tf.Tensor:
 def combined_gradients(tape: tf.GradientTape, task_losses, variables, *, method: str,
                        step=0) -> list:
     """[V] gradients (None where no loss reaches a variable): the shared weights' by
-    `method` from the global-batch task gradients, the others' the sum over tasks."""
+    `method` from the global-batch task gradients, the others' the sum over tasks
+    (weighted by α under nash_mtl)."""
     if method not in METHODS:
         raise ValueError(f"balancing method must be one of {tuple(METHODS)}, got {method!r}")
     if len(task_losses) < 2:
@@ -140,22 +265,28 @@ def combined_gradients(tape: tf.GradientTape, task_losses, variables, *, method:
     per_task = task_gradients(tape, task_losses, variables)
     reached = [[grads[v] is not None for grads in per_task] for v in range(len(variables))]
     shared = [v for v in range(len(variables)) if sum(reached[v]) >= 2]
+    task_weights, update = [1.0] * len(task_losses), None
+    if shared:
+        flat = tf.stack([tf.concat([
+            tf.reshape(grads[v] if grads[v] is not None else tf.zeros_like(variables[v]),
+                       [-1]) for v in shared], axis=0) for grads in per_task])  # [K, P]
+        if method == "pcgrad":
+            update = pcgrad(flat, random_orders(len(task_losses), step))
+        elif method == "nash_mtl":
+            alpha = nash_mtl_weights(flat)
+            update = _nash_mtl_update(flat, alpha, NASH_MTL_MAX_NORM)
+            task_weights = tf.unstack(alpha)
+        else:
+            update = METHODS[method](flat)
     combined = []
     for v in range(len(variables)):
-        present = [grads[v] for grads in per_task if grads[v] is not None]
+        present = [weight * grads[v] for weight, grads in zip(task_weights, per_task)
+                   if grads[v] is not None]
         combined.append(tf.add_n(present) if present else None)
-    if not shared:
-        return combined
-    flat = tf.stack([tf.concat([
-        tf.reshape(grads[v] if grads[v] is not None else tf.zeros_like(variables[v]), [-1])
-        for v in shared], axis=0) for grads in per_task])  # [K, P]
-    if method == "pcgrad":
-        update = pcgrad(flat, random_orders(len(task_losses), step))
-    else:
-        update = aligned_mtl(flat)
-    sizes = [variables[v].shape.num_elements() for v in shared]
-    for v, piece in zip(shared, tf.split(update, sizes)):
-        combined[v] = tf.reshape(piece, variables[v].shape)
+    if update is not None:
+        sizes = [variables[v].shape.num_elements() for v in shared]
+        for v, piece in zip(shared, tf.split(update, sizes)):
+            combined[v] = tf.reshape(piece, variables[v].shape)
     return combined
 
 
@@ -165,39 +296,73 @@ def apply_gradients(optimizer, gradients, variables) -> None:
     optimizer.apply_gradients(pairs, skip_gradients_aggregation=True)
 
 
+# FAMO's task-logit optimizer, as the authors' code (Cranial-XIX/FAMO, famo.py) and
+# LibMTL (weighting/FAMO.py) set it: torch Adam, lr 0.025 (FAMO_w_lr), L2-style weight
+# decay 0.001 (LibMTL's FAMO_w_gamma; the authors' trainers take --gamma, default 0.01),
+# betas (0.9, 0.999) and eps 1e-8 (torch's defaults).
+FAMO_LEARNING_RATE = 0.025
+FAMO_WEIGHT_DECAY = 1e-3
+FAMO_BETAS = (0.9, 0.999)
+FAMO_EPSILON = 1e-8
+# Their losses are offset by this before the log and the division (min_losses = 0).
+FAMO_LOSS_OFFSET = 1e-8
+
+
 class FAMO(tf.Module):
     """FAMO task weighting (Liu, Feng, Stone & Liu 2023), O(1) in the number of tasks.
 
-    z = softmax(ξ); the step follows d = c Σ_i (z_i / ℓ_i) ∇ℓ_i with
-    c = (Σ_i z_i / ℓ_i)^-1, i.e. the loss Σ_i w_i ℓ_i with w = `loss_weights(ℓ)` held
-    constant. After the step, with δ_i = log ℓ_i(θ_t) − log ℓ_i(θ_t+1) on the same
-    batch, `update` takes ξ ← ξ − β (J_z(ξ)^T δ + γ ξ): a task whose loss fell faster
-    loses weight. β = `learning_rate` (0.025), γ = `weight_decay` (0.001), the paper's
-    values. Losses must be positive. ξ lives in a variable every replica updates
-    identically from all-reduced losses; it is part of the model's checkpoint when the
-    FAMO object is an attribute of the model.
+    With z = softmax(ξ) and D_k = ℓ_k + 1e-8 (ℓ_k the global-batch loss [K], taken
+    as 0 if negative), the step follows ∇ Σ_k z_k log D_k / c, c = Σ_k z_k / D_k, i.e. the
+    loss Σ_k w_k ℓ_k with w = `loss_weights(ℓ)` = (z_k / D_k) / c held constant. After
+    the step, with δ_k = log D_k(θ_t) − log D_k(θ_t+1) on the same batch, `update` gives
+    ξ the gradient J_softmax(ξ)^T δ + γ ξ (a task whose loss fell faster loses weight) and
+    steps it by Adam (lr β = 0.025, γ = 0.001: the authors' code and LibMTL). ξ, Adam's
+    moments and its step count are variables every replica updates identically from
+    all-reduced losses; they are in the model's checkpoint when the FAMO object is an
+    attribute of the model.
     """
 
-    def __init__(self, num_tasks: int, learning_rate: float = 0.025,
-                 weight_decay: float = 1e-3, name: str = "famo"):
+    def __init__(self, num_tasks: int, learning_rate: float = FAMO_LEARNING_RATE,
+                 weight_decay: float = FAMO_WEIGHT_DECAY, name: str = "famo"):
         super().__init__(name=name)
         if int(num_tasks) < 2:
             raise ValueError(f"FAMO: num_tasks must be >= 2, got {num_tasks}")
         self.learning_rate, self.weight_decay = float(learning_rate), float(weight_decay)
-        self.logits = tf.Variable(tf.zeros([int(num_tasks)]), trainable=False, name="logits",
-                                  aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
+
+        def state(initial, name):
+            return tf.Variable(initial, trainable=False, name=name,
+                               aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
+
+        self.logits = state(tf.zeros([int(num_tasks)]), "logits")
+        self.first_moment = state(tf.zeros([int(num_tasks)]), "first_moment")
+        self.second_moment = state(tf.zeros([int(num_tasks)]), "second_moment")
+        self.steps = state(tf.constant(0, tf.int64), "steps")
+
+    @staticmethod
+    def _offset(losses) -> tf.Tensor:
+        return tf.maximum(tf.cast(losses, tf.float32), 0.0) + FAMO_LOSS_OFFSET
 
     def loss_weights(self, task_losses: tf.Tensor) -> tf.Tensor:
-        """[K] weights w_i = c z_i / ℓ_i for global-batch losses [K] (no gradient)."""
-        losses = tf.maximum(tf.stop_gradient(tf.cast(task_losses, tf.float32)), 1e-8)
-        ratios = tf.nn.softmax(tf.identity(self.logits)) / losses
+        """[K] weights w_k = (z_k / D_k) / Σ_j (z_j / D_j) for global-batch losses [K]
+        (no gradient)."""
+        ratios = tf.nn.softmax(tf.identity(self.logits)) / self._offset(
+            tf.stop_gradient(task_losses))
         return ratios / tf.reduce_sum(ratios)
 
     def update(self, before: tf.Tensor, after: tf.Tensor) -> None:
-        """One step of ξ from the global-batch losses [K] before and after the step."""
-        delta = (tf.math.log(tf.maximum(tf.cast(before, tf.float32), 1e-8))
-                 - tf.math.log(tf.maximum(tf.cast(after, tf.float32), 1e-8)))
+        """One Adam step of ξ from the global-batch losses [K] before and after the step."""
+        delta = tf.math.log(self._offset(before)) - tf.math.log(self._offset(after))
         logits = tf.identity(self.logits)
         z = tf.nn.softmax(logits)
-        gradient = z * (delta - tf.reduce_sum(z * delta))  # J_softmax(ξ)^T δ
-        self.logits.assign(logits - self.learning_rate * (gradient + self.weight_decay * logits))
+        gradient = z * (delta - tf.reduce_sum(z * delta)) + self.weight_decay * logits
+        beta1, beta2 = FAMO_BETAS
+        steps = tf.identity(self.steps) + 1
+        first = beta1 * tf.identity(self.first_moment) + (1 - beta1) * gradient
+        second = beta2 * tf.identity(self.second_moment) + (1 - beta2) * tf.square(gradient)
+        t = tf.cast(steps, tf.float32)
+        step = (self.learning_rate * (first / (1 - beta1**t))
+                / (tf.sqrt(second / (1 - beta2**t)) + FAMO_EPSILON))
+        self.steps.assign(steps)
+        self.first_moment.assign(first)
+        self.second_moment.assign(second)
+        self.logits.assign(logits - step)

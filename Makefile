@@ -7,7 +7,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: train test reproduce tables benchmark clean
+.PHONY: train test lint reproduce tables benchmark clean
 
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,8 +18,12 @@ $(INSTALLED): pyproject.toml
 train: $(INSTALLED)  ## the ranking recipe on its offline default data
 	$(BIN)/python recipes/ranking/train.py $(ARGS)
 
-test: $(INSTALLED)  ## every test; no network
+test: $(INSTALLED)  ## the linter (ruff, settings in pyproject.toml), then every test; no network
+	$(BIN)/ruff check .
 	$(BIN)/python -m pytest $(ARGS)
+
+lint: $(INSTALLED)  ## ruff alone
+	$(BIN)/ruff check .
 
 reproduce: $(INSTALLED)  ## re-run the published configs and compare: make reproduce ARGS=ranking
 	$(BIN)/python scripts/reproduce.py $(ARGS)

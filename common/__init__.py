@@ -63,3 +63,7 @@ def _import_tensorflow_quietly() -> None:
 
 _check_keras_2()
 _import_tensorflow_quietly()
+
+# `common.models.load_model(path)` after a plain `import common` (the documented way to
+# load a saved model).
+from common import models  # noqa: E402,F401

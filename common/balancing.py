@@ -47,6 +47,7 @@ from __future__ import annotations
 import itertools
 
 import common  # noqa: F401  (Keras 2 before TensorFlow)
+
 import numpy as np
 import tensorflow as tf
 

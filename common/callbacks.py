@@ -9,9 +9,9 @@ import time
 from pathlib import Path
 
 import common  # noqa: F401  (Keras 2 before TensorFlow)
-import tensorflow as tf
-
 from common import results
+
+import tensorflow as tf
 
 
 class EpochLog(tf.keras.callbacks.Callback):

@@ -1,5 +1,5 @@
 """Input checks that run before a run directory exists: each raises a ValueError whose
-one line names what is wrong (flag, file, column, row, value), which `training.cli`
+one line names what is wrong (flag, file, column, row, value), which `common.cli`
 prints with exit status 2. Rows are counted as a user sees them in the file: the first
 data row is row 1 (the header, if any, not counted).
 """

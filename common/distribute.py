@@ -10,6 +10,7 @@ import json
 import os
 
 import common  # noqa: F401  (Keras 2 before TensorFlow)
+
 import tensorflow as tf
 
 # TensorFlow allows one MirroredStrategy per process in practice (a second one fails with

@@ -78,7 +78,8 @@ def mean(values, *, seed: int, confidence: float = CONFIDENCE) -> Interval:
         return Interval(centre, centre, centre)  # no spread: the bootstrap is degenerate
     result = stats.bootstrap(
         (values,), np.mean, confidence_level=confidence, n_resamples=RESAMPLES,
-        method="BCa" if values.size <= BCA_MAX_ROWS else "percentile", random_state=np.random.default_rng(seed), batch=_BATCH, vectorized=True,
+        method="BCa" if values.size <= BCA_MAX_ROWS else "percentile",
+        random_state=np.random.default_rng(seed), batch=_BATCH, vectorized=True,
     )
     low, high = result.confidence_interval
     if not (math.isfinite(low) and math.isfinite(high)):  # BCa undefined: use percentiles
@@ -114,12 +115,57 @@ def statistic(fn: Callable[..., float], *samples, seed: int, confidence: float =
     for index in range(n_resamples):
         rows = rng.integers(0, size, size)
         draws[index] = fn(*(array[rows] for array in arrays))
+    return _percentile_interval(centre, draws, confidence)
+
+
+def _percentile_interval(centre: float, draws: np.ndarray, confidence: float) -> Interval:
+    """`centre` with the percentile interval of its finite bootstrap `draws`."""
     draws = draws[np.isfinite(draws)]
     if draws.size == 0:
         raise ValueError("the statistic is not finite on any bootstrap resample")
     tail = (1.0 - confidence) / 2.0
     low, high = np.quantile(draws, [tail, 1.0 - tail])
     return Interval(centre, float(low), float(high))
+
+
+def over_seeds_and_rows(fn: Callable[..., float], per_seed: list[tuple], *, seed: int,
+                        confidence: float = CONFIDENCE, n_resamples: int = 1000) -> Interval:
+    """The mean over S seeds of `fn(*per_seed[s])`, with a percentile interval from a
+    two-level bootstrap: each resample draws S seeds with replacement, then N rows with
+    replacement (the same rows for every seed: the test set is shared), so the interval
+    covers both the seed's and the test rows' variation.
+
+    `per_seed[s]` holds the samples of seed s, each `[N, ...]` with one N for all.
+    """
+    arrays = [[np.asarray(sample) for sample in samples] for samples in per_seed]
+    sizes = {len(array) for samples in arrays for array in samples}
+    if not arrays or len(sizes) != 1 or 0 in sizes:
+        raise ValueError(f"every seed's samples must share one non-zero number of rows, got "
+                         f"{sorted(sizes)} over {len(arrays)} seeds")
+    size, seeds = sizes.pop(), len(arrays)
+    centre = float(np.mean([fn(*samples) for samples in arrays]))
+    rng = np.random.default_rng(seed)
+    draws = np.empty(n_resamples)
+    for index in range(n_resamples):
+        chosen, rows = rng.integers(0, seeds, seeds), rng.integers(0, size, size)
+        draws[index] = np.mean([fn(*(array[rows] for array in arrays[s])) for s in chosen])
+    return _percentile_interval(centre, draws, confidence)
+
+
+def seed_tolerance(per_seed_values, floor: float = 0.0) -> float:
+    """How far a reproduction of the mean over these seeds may land from it: three
+    standard errors of that mean, 3 s / sqrt(S) with s the sample standard deviation of
+    the per-seed values `[S]` (S >= 2), and at least `floor`.
+
+    A rerun elsewhere repeats the same seeds, but float arithmetic that differs between
+    machines sends each seed's training along another path, by about as much as another
+    seed does (the depth default's ΔM, one seed, was -3.62 here and -2.19 on another
+    2-core machine); three standard errors keep a false alarm rare (< 1 %).
+    """
+    values = np.asarray(per_seed_values, dtype=np.float64)
+    if values.ndim != 1 or values.size < 2 or not np.all(np.isfinite(values)):
+        raise ValueError(f"seed_tolerance needs >= 2 finite per-seed values, got {values!r}")
+    return max(float(3.0 * values.std(ddof=1) / np.sqrt(values.size)), floor)
 
 
 def flatten(named: dict) -> dict:

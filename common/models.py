@@ -16,6 +16,7 @@ import zipfile
 from pathlib import Path
 
 import common  # noqa: F401  (Keras 2 before TensorFlow)
+
 import tensorflow as tf
 
 KERAS_3_HELP = ("the recipes save Keras 2 (tf-keras) models: `import common` before "

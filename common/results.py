@@ -22,9 +22,9 @@ import platform
 import subprocess
 from pathlib import Path
 
-import numpy as np
-
 from common import intervals
+
+import numpy as np
 
 REPOSITORY = Path(__file__).resolve().parent.parent
 RESULTS_DIR = REPOSITORY / "results"
@@ -84,6 +84,16 @@ def git_commit() -> str | None:
     except (OSError, subprocess.CalledProcessError):
         return None
     return commit + ("+dirty" if dirty else "")
+
+
+def check_publishable() -> None:
+    """ValueError if the work tree has uncommitted changes: a published record names the
+    exact commit that made it (outside a git checkout it names none)."""
+    commit = git_commit()
+    if commit and commit.endswith("+dirty"):
+        raise ValueError("--publish: the work tree has uncommitted changes (git status); a "
+                         "published record must name the exact commit that made it: "
+                         "commit first, or run without --publish")
 
 
 def plain(value):

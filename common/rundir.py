@@ -1,7 +1,7 @@
 """A run directory belongs to one configuration and one live run.
 
 `run.json` holds the configuration (the resolved flags that change the result, see
-`flags.NOT_CONFIGURATION`) and its fingerprint, written when the directory is created.
+`config.NOT_CONFIGURATION`) and its fingerprint, written when the directory is created.
 A rerun of the same configuration resumes; a finished run (`results.json`) is not
 redone; another configuration is refused with the flags that differ. `lock` holds the
 live run's host and process id: a second run refuses to start, and the lock of a killed
@@ -18,7 +18,7 @@ import socket
 from pathlib import Path
 
 from common import results
-from common.flags import Settings
+from common.config import Shared
 
 RUN_FILE = "run.json"
 LOCK_FILE = "lock"
@@ -116,7 +116,7 @@ def _differences(saved: dict, wanted: dict) -> list[str]:
             for name in names if saved.get(name) != wanted.get(name)]
 
 
-def check_directory(model_dir: Path, settings: Settings, recipe: str,
+def check_directory(model_dir: Path, settings: Shared, recipe: str,
                     given: Path | None = None) -> None:
     """Before anything is loaded or written: may this run use `model_dir` (resolved;
     `given` is the path as the user wrote it)? Deletes nothing: with --overwrite the
@@ -162,7 +162,7 @@ def check_directory(model_dir: Path, settings: Settings, recipe: str,
                               "Pass --overwrite to train it again")
 
 
-def open_directory(model_dir: Path, recipe: str, settings: Settings) -> None:
+def open_directory(model_dir: Path, recipe: str, settings: Shared) -> None:
     """Creates (or reopens) `model_dir`, takes its lock, writes run.json and flags.json.
 
     With --overwrite, a directory that `check_directory` allowed is emptied first (a run
@@ -185,7 +185,7 @@ def open_directory(model_dir: Path, recipe: str, settings: Settings) -> None:
     _held.append(lock)
     configuration = settings.configuration
     if not (model_dir / RUN_FILE).exists():
-        results.write({"recipe": recipe, "config": settings.config,
+        results.write({"recipe": recipe, "config": settings.preset,
                        "fingerprint": results.fingerprint(json.dumps(
                            results.plain(configuration), sort_keys=True)),
                        "configuration": configuration}, model_dir / RUN_FILE)

@@ -8,6 +8,7 @@ import statistics
 import time
 
 import common  # noqa: F401  (Keras 2 before TensorFlow)
+
 import tensorflow as tf
 
 

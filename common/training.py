@@ -2,7 +2,7 @@
 
 A recipe's `train` calls these in order, each with its inputs as arguments:
 
-    run = training.start(RECIPE, common_flags.settings())
+    run = training.start(RECIPE, config)       # config: the recipe's frozen Config
     examples = data.load(...)                      # validated: nothing is written yet
     with run.strategy.scope():
         network = model.build(...)
@@ -27,13 +27,13 @@ from pathlib import Path
 from typing import Callable
 
 import common  # noqa: F401  (Keras 2 before TensorFlow)
-import tensorflow as tf
 from common import callbacks as callbacks_
 from common import distribute, intervals, results, rundir, timing
-from common import flags as common_flags
-from common.cli import cli  # noqa: F401  (part of this module's interface)
-from common.stream import training_stream
+from common.config import Shared
 from common.rundir import AlreadyFinished  # noqa: F401  (part of this module's interface)
+from common.stream import training_stream
+
+import tensorflow as tf
 
 BACKUP_SUBDIR = "backup"
 NETWORKS_SUBDIR = "networks"
@@ -44,7 +44,7 @@ class Run:
     """One training run: where it writes, how it distributes, what it was asked."""
 
     recipe: str
-    settings: common_flags.Settings
+    settings: Shared
     model_dir: Path
     strategy: tf.distribute.Strategy
     is_chief: bool
@@ -55,7 +55,7 @@ class Run:
 
     @property
     def config(self) -> str:
-        return self.settings.config
+        return self.settings.preset
 
     @property
     def command(self) -> str:
@@ -73,15 +73,23 @@ class Run:
     def num_replicas(self) -> int:
         return self.strategy.num_replicas_in_sync
 
-    def path(self, name: str) -> Path:
-        """`name` inside the run directory, which this creates (and locks) if need be."""
+    def open(self) -> None:
+        """Creates (and locks) the run directory if need be: with --overwrite, the old
+        run's files go now, after the inputs were checked and before anything is read
+        back from the directory."""
         if not self.opened:
+            if self.settings.publish and self.is_chief:
+                results.check_publishable()  # before anything is written or trained
             rundir.open_directory(self.model_dir, self.recipe, self.settings)
             self.opened = True
+
+    def path(self, name: str) -> Path:
+        """`name` inside the run directory, which this opens if need be."""
+        self.open()
         return rundir.inside(self.model_dir, name)
 
 
-def start(recipe: str, settings: common_flags.Settings) -> Run:
+def start(recipe: str, settings: Shared) -> Run:
     """Builds the strategy, seeds everything, and checks the run directory.
 
     The strategy comes first: multi-worker and logical CPU devices must be set up before
@@ -103,7 +111,7 @@ def start(recipe: str, settings: common_flags.Settings) -> Run:
     else:
         tf.keras.mixed_precision.set_global_policy("float32")
 
-    given = Path(settings.model_dir or rundir.default_directory(recipe, settings.config))
+    given = Path(settings.model_dir or rundir.default_directory(recipe, settings.preset))
     model_dir = given.resolve()
     chief = distribute.is_chief(strategy)
     if not chief:
@@ -112,7 +120,7 @@ def start(recipe: str, settings: common_flags.Settings) -> Run:
     rundir.check_directory(model_dir, settings, recipe, given)
     run = Run(recipe=recipe, settings=settings, model_dir=model_dir, strategy=strategy,
               is_chief=chief, started=time.time())
-    print(f"[{recipe}] config={settings.config} strategy={settings.strategy} "
+    print(f"[{recipe}] config={settings.preset} strategy={settings.strategy} "
           f"replicas={run.num_replicas} run directory={model_dir}", flush=True)
     return run
 
@@ -176,6 +184,7 @@ def fit(
     """
     if (examples is None) == (stream is None):
         raise ValueError("fit: pass either `examples` or `stream`")
+    run.open()  # an overwritten run's backups and weights are gone before they are read
     weights = _network_dir(run, name) / "weights"  # a TF checkpoint prefix
     trained = weights.with_name("weights.index").exists()
     first_epoch = 0 if trained else saved_epoch(run, name)
@@ -257,6 +266,7 @@ def finish(
     *,
     metrics: dict,
     dataset: dict,
+    headline: str | None = None,
     model: tf.keras.Model | None = None,
     tolerances: dict | None = None,
     baselines: dict | None = None,
@@ -267,7 +277,9 @@ def finish(
 ) -> dict:
     """Writes `results.json` in the run directory (and publishes it with --publish).
 
-    Values in `metrics` and in each baseline may be `intervals.Interval`s: they are
+    `headline` names the metric that leads the record (tables, README): the first of
+    `metrics` if not given. Values in `metrics` and in each baseline may be
+    `intervals.Interval`s: they are
     written as `name`, `name_ci_low`, `name_ci_high`. `artifacts` are files in the run
     directory (plots) published beside the record; models are never published.
     """
@@ -275,6 +287,9 @@ def finish(
     baselines = {name: intervals.flatten(values) for name, values in (baselines or {}).items()}
     if not metrics:
         raise ValueError("finish: no metrics to record")
+    headline = headline or next(iter(metrics))
+    if headline not in metrics:
+        raise ValueError(f"finish: the headline metric {headline!r} is not among the metrics")
     bad = {name: value for name, value in metrics.items() if not results.finite(value)}
     if bad:
         raise FloatingPointError(f"non-finite metrics, nothing recorded: {bad}")
@@ -283,6 +298,7 @@ def finish(
         "recipe": run.recipe,
         "config": run.config,
         "command": run.command,
+        "headline": headline,
         "metrics": metrics,
         "tolerances": tolerances or {},
         "baselines": baselines,

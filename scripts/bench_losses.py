@@ -21,13 +21,12 @@ import os
 import statistics
 import sys
 import time
-from pathlib import Path
 
 import common  # noqa: F401  (Keras 2 before TensorFlow)
+from common import losses, results, timing
+
 import numpy as np
 import tensorflow as tf
-
-from common import losses, results, timing
 
 RNG = np.random.default_rng(0)
 

@@ -1,140 +1,124 @@
 """Step time of each multi-task weighting against static weighting, one run, as ratios.
 
     .venv/bin/python scripts/bench_multitask.py            # or: scripts/benchmark.py multitask
-    .venv/bin/python scripts/bench_multitask.py --rounds 5 --tasks 3
+    .venv/bin/python scripts/bench_multitask.py --rounds 5 --no-write   # quicker
 
-A small two-or-more-head convolutional network (a shared encoder, one head per task,
-64x64 images, batch 32: the size of the depth_segmentation recipe's default) defined
-here, trained by one `tf.function` step per weighting: static (Σ L_k, one backward
-pass), uncertainty (common.losses.UncertaintyWeighting), FAMO (common.balancing.FAMO:
-one backward pass and one extra forward pass), PCGrad and Aligned-MTL
-(common.balancing.combined_gradients: one backward pass per task). Each is timed in
-interleaved rounds (static, A, static, B, ...) so load from other processes hits all
-alike; reported as the median step time and its ratio to static's. Writes
-results/benchmarks/multitask.json and prints a table.
+Times the network the depth_segmentation default trains: `model.build` and
+the `model.MultiTask` train step with the recipe's default settings (`Config()` of
+recipes/depth_segmentation/config.py: U-Net of 12 filters, 3 levels, attention, batch 32
+of 64x64 rendered rooms, Adam), once per `--weighting`: static, uncertainty,
+dwa (one backward pass), famo (one backward pass and a forward pass after the step),
+pcgrad, aligned_mtl, nash_mtl, cagrad (common.balancing: one backward pass per task).
+Each step is the recipe's own `train_step` in one `tf.function`, traced and warmed up
+before the timing; the weightings are timed in interleaved rounds (every other round in
+reverse order) so load from other processes hits all alike. Reported: the median wall
+time of a step and the median CPU time this process spends on it (all its threads; on a
+shared machine it varies less with the others' load than the wall time), each with its
+ratio to static's. Writes `--output` (results/benchmarks/multitask.json), prints a table.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import os
 import statistics
 import sys
 import time
+from pathlib import Path
 
 import common  # noqa: F401  (Keras 2 before TensorFlow)
+from common import results, timing
+
 import numpy as np
 import tensorflow as tf
 
-from common import balancing, losses, results, timing
+from recipes.depth_segmentation import model, synthetic
+from recipes.depth_segmentation.config import Config
 
-WEIGHTINGS = ("static", "uncertainty", "famo", "pcgrad", "aligned_mtl")
-
-
-def network(num_tasks: int, size: int, filters: int) -> tf.keras.Model:
-    """Shared encoder (3 levels) -> per task a decoder back to full size, 1 channel."""
-    image = tf.keras.Input((size, size, 3))
-    x, skips = image, []
-    for level in range(3):
-        x = tf.keras.layers.Conv2D(filters * 2**level, 3, padding="same", activation="relu")(x)
-        skips.append(x)
-        x = tf.keras.layers.MaxPooling2D()(x)
-    outputs = []
-    for task in range(num_tasks):
-        y = x
-        for level in reversed(range(3)):
-            y = tf.keras.layers.Conv2DTranspose(filters * 2**level, 2, strides=2)(y)
-            y = tf.keras.layers.Concatenate()([y, skips[level]])
-            y = tf.keras.layers.Conv2D(filters * 2**level, 3, padding="same",
-                                       activation="relu")(y)
-        outputs.append(tf.keras.layers.Conv2D(1, 1, name=f"head{task}")(y))
-    return tf.keras.Model(image, outputs)
+WEIGHTINGS = model.LOSS_WEIGHTINGS + model.GRADIENT_WEIGHTINGS
+DEFAULT_OUTPUT = results.REPOSITORY / "results" / "benchmarks" / "multitask.json"
 
 
-def make_step(weighting: str, model: tf.keras.Model, num_tasks: int):
-    optimizer = tf.keras.optimizers.Adam(1e-3)
-    uncertainty = losses.UncertaintyWeighting(num_tasks)
-    famo = balancing.FAMO(num_tasks)
-    variables = model.trainable_variables + (
-        uncertainty.trainable_variables if weighting == "uncertainty" else [])
-
-    def task_losses(images, targets):
-        outputs = model(images, training=True)
-        return [tf.reduce_mean(tf.abs(out[..., 0] - targets[k])) + 0.1
-                for k, out in enumerate(outputs)]
-
-    @tf.function
-    def step(images, targets):
-        with tf.GradientTape(persistent=weighting in balancing.METHODS) as tape:
-            values = task_losses(images, targets)
-            if weighting == "uncertainty":
-                total = uncertainty(values)
-            elif weighting == "famo":
-                weights = famo.loss_weights(balancing.global_mean(values))
-                total = tf.reduce_sum(weights * tf.stack(values))
-            else:
-                total = tf.add_n(values)
-        if weighting in balancing.METHODS:
-            gradients = balancing.combined_gradients(tape, values, variables, method=weighting,
-                                                     step=optimizer.iterations)
-            balancing.apply_gradients(optimizer, gradients, variables)
-        else:
-            optimizer.apply_gradients(zip(tape.gradient(total, variables), variables))
-        if weighting == "famo":
-            famo.update(tf.stack(values), tf.stack(task_losses(images, targets)))
-        return total
-
-    return step
+def make_step(config: Config, batch: dict, num_classes: int):
+    """The recipe's train step for `config` on a fresh network built as the recipe builds
+    it, as a tf.function of no arguments (the batch is fixed)."""
+    tf.keras.utils.set_random_seed(config.seed)
+    valid_depth = batch["depths"][batch["depths"] > 0]
+    network = model.build(
+        num_classes, model.TASKS, image_shape=batch["images"].shape[1:3],
+        base_filters=config.base_filters, levels=config.levels,
+        depth_scale=float(np.median(valid_depth)), exchange=config.exchange,
+        shared_levels=config.shared_levels, attention=config.attention,
+        shared_width=config.shared_width)
+    trainer = model.MultiTask(
+        network, num_classes=num_classes, weighting=config.weighting,
+        static_weights=(config.seg_weight, config.depth_weight),
+        depth_loss=config.depth_loss, cross_entropy_weight=config.cross_entropy_weight,
+        dwa_temperature=config.dwa_temperature)
+    trainer.compile(optimizer=tf.keras.optimizers.Adam(config.learning_rate))
+    data = (tf.constant(batch["images"]),
+            {"labels": tf.constant(batch["labels"]), "depth": tf.constant(batch["depths"])})
+    return tf.function(lambda: trainer.train_step(data)["loss"])
 
 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=7, help="timing rounds")
-    parser.add_argument("--steps", type=int, default=5, help="steps per timing")
-    parser.add_argument("--tasks", type=int, default=2, help="number of heads (>= 2)")
-    parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--size", type=int, default=64)
-    parser.add_argument("--filters", type=int, default=12)
+    parser.add_argument("--rounds", type=int, default=30, help="timing rounds")
+    parser.add_argument("--steps", type=int, default=1, help="steps per weighting per round")
+    parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help="record path")
     parser.add_argument("--no-write", action="store_true", help="print only")
     args = parser.parse_args(argv)
-    if args.tasks < 2 or args.rounds < 1 or args.steps < 1:
-        print("error: --tasks must be >= 2, --rounds and --steps >= 1", file=sys.stderr)
+    if args.rounds < 1 or args.steps < 1:
+        print("error: --rounds and --steps must be >= 1", file=sys.stderr)
         return 2
-    tf.keras.utils.set_random_seed(0)
-    rng = np.random.default_rng(0)
-    images = tf.constant(rng.uniform(-1, 1, (args.batch, args.size, args.size, 3)), tf.float32)
-    targets = tf.constant(rng.uniform(0, 1, (args.tasks, args.batch, args.size, args.size)),
-                          tf.float32)
+    config = Config()  # the default config (configs/default.cfg changes nothing)
+    batch = synthetic.rooms(config.global_batch_size, size=config.image_size, seed=config.seed)
+    num_classes = len(synthetic.SCENE_CLASSES)
     steps = {}
     for weighting in WEIGHTINGS:
-        tf.keras.utils.set_random_seed(0)
-        steps[weighting] = make_step(weighting, network(args.tasks, args.size, args.filters),
-                                     args.tasks)
-        steps[weighting](images, targets)  # trace and warm up outside the timing
-    times = {weighting: [] for weighting in WEIGHTINGS}
-    for _ in range(args.rounds):
-        for weighting in WEIGHTINGS:
-            started = time.perf_counter()
+        steps[weighting] = make_step(dataclasses.replace(config, weighting=weighting), batch,
+                                     num_classes)
+        steps[weighting]().numpy()  # trace and warm up outside the timing
+        steps[weighting]().numpy()
+    wall = {weighting: [] for weighting in WEIGHTINGS}
+    cpu = {weighting: [] for weighting in WEIGHTINGS}
+    for round_index in range(args.rounds):
+        # Every other round in reverse: no weighting always follows the same one.
+        for weighting in WEIGHTINGS[::-1 if round_index % 2 else 1]:
+            started, started_cpu = time.perf_counter(), time.process_time()
             for _ in range(args.steps):
-                steps[weighting](images, targets).numpy()
-            times[weighting].append((time.perf_counter() - started) / args.steps)
-    static = statistics.median(times["static"])
-    rows = [{"weighting": w, "median_step_ms": 1000 * statistics.median(times[w]),
-             "ratio_to_static": statistics.median(times[w]) / static,
-             "backward_passes": args.tasks if w in balancing.METHODS else 1,
+                steps[weighting]().numpy()
+            wall[weighting].append((time.perf_counter() - started) / args.steps)
+            cpu[weighting].append((time.process_time() - started_cpu) / args.steps)
+    static_wall, static_cpu = statistics.median(wall["static"]), statistics.median(cpu["static"])
+    tasks = len(model.TASKS)
+    rows = [{"weighting": w, "median_step_ms": 1000 * statistics.median(wall[w]),
+             "ratio_to_static": statistics.median(wall[w]) / static_wall,
+             "median_cpu_ms": 1000 * statistics.median(cpu[w]),
+             "cpu_ratio_to_static": statistics.median(cpu[w]) / static_cpu,
+             "backward_passes": tasks if w in model.GRADIENT_WEIGHTINGS else 1,
              "extra_forward_passes": 1 if w == "famo" else 0} for w in WEIGHTINGS]
-    print(f"{'weighting':<14}{'median step ms':>16}{'x static':>10}{'backward':>10}"
-          f"{'extra fwd':>10}")
+    print(f"{'weighting':<14}{'wall ms':>10}{'x static':>10}{'CPU ms':>10}{'x static':>10}"
+          f"{'backward':>10}{'extra fwd':>10}")
     for row in rows:
-        print(f"{row['weighting']:<14}{row['median_step_ms']:>16.1f}"
-              f"{row['ratio_to_static']:>10.2f}{row['backward_passes']:>10}"
+        print(f"{row['weighting']:<14}{row['median_step_ms']:>10.1f}"
+              f"{row['ratio_to_static']:>10.2f}{row['median_cpu_ms']:>10.1f}"
+              f"{row['cpu_ratio_to_static']:>10.2f}{row['backward_passes']:>10}"
               f"{row['extra_forward_passes']:>10}")
     record = {"benchmark": "multitask", "command": " ".join(["scripts/bench_multitask.py",
                                                              *argv]),
-              "settings": vars(args), "rows": rows, "device": timing.device_info(),
+              "settings": {"rounds": args.rounds, "steps": args.steps,
+                           "network": "depth_segmentation default (model.build)",
+                           "global_batch_size": config.global_batch_size,
+                           "image_size": config.image_size,
+                           "base_filters": config.base_filters, "levels": config.levels,
+                           "attention": config.attention},
+              "rows": rows, "device": timing.device_info(),
+              "load_average": [round(load, 2) for load in os.getloadavg()],
               "versions": results.versions(), "git_commit": results.git_commit()}
     if not args.no_write:
-        path = results.write(record, results.REPOSITORY / "results" / "benchmarks"
-                             / "multitask.json")
+        path = results.write(record, args.output)
         print(f"wrote {path}")
     return 0
 

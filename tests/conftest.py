@@ -6,18 +6,22 @@ tests that mirror take the one strategy from the `mirrored_strategy` fixture (or
 `common.distribute.get_strategy`, which returns the same object).
 """
 
+import contextlib
+import importlib
+import io
 import json
 import os
 import subprocess
 import sys
+import traceback
+import types
 from pathlib import Path
 
-import pytest
-
 import common  # noqa: F401  (Keras 2 before TensorFlow)
-import tensorflow as tf
+from common import cli, distribute
 
-from common import distribute
+import pytest
+import tensorflow as tf
 
 REPOSITORY = Path(__file__).resolve().parent.parent
 
@@ -61,9 +65,9 @@ class RecipeRun:
 def run_recipe(tmp_path):
     """Runs a recipe's real command line in a fresh process; returns a `RecipeRun`.
 
-    Recipes define absl flags at import, and several recipes in one process would
-    clash, so each run is its own process (as a user's is). `--model_dir` defaults to a
-    temporary directory; pass one in `args` to choose it.
+    For what only a process shows (exit statuses, signals, start-up output, workers);
+    everything else runs in this process through `train_recipe`. `--model_dir` defaults
+    to a temporary directory; pass one in `args` to choose it.
     """
 
     def run(recipe: str, *args: str, timeout: float = 600, env: dict | None = None) -> RecipeRun:
@@ -85,28 +89,76 @@ def run_recipe(tmp_path):
     return run
 
 
-@pytest.fixture
-def bad_inputs(tmp_path):
-    """Runs each of `cases` ({name: argv}) of one recipe as its command would, all in one
-    fresh process (TensorFlow imports once); returns {name: {"status", "stderr",
-    "stdout", "written"}}. status is the exit status (1: absl refused a flag, 2: the
-    recipe refused an input) or "traceback"; written lists what the case left in its
-    own --model_dir (added to argv). Runs in tmp_path, so default directories land there.
-    """
+def run_commands(recipe: str, cases: dict, runs_dir: Path) -> dict:
+    """Runs each of `cases` ({name: argv}) of one recipe in this process, as its command
+    would: `cli.parse` into the recipe's Config, then `cli.run`. Returns {name: {"status",
+    "stderr", "stdout", "written"}}: status is the exit status (1: a flag refused, 2: an
+    input refused) or "traceback"; written lists what the case left in its own
+    --model_dir (added to argv unless argv names one)."""
+    outcomes = {}
+    for name, argv in cases.items():
+        given = [arg for arg in argv if arg.startswith("--model_dir=")]
+        model_dir = Path(given[-1].split("=", 1)[1]) if given else runs_dir / name
+        if not given:
+            argv = [*argv, f"--model_dir={model_dir}"]
+        status, stdout, stderr = run_command(recipe, argv)
+        written = sorted(str(path.relative_to(model_dir))
+                         for path in model_dir.rglob("*")) if model_dir.exists() else []
+        outcomes[name] = {"status": status, "stderr": stderr, "stdout": stdout[-2000:],
+                          "written": written}
+    return outcomes
 
-    def run(recipe: str, cases: dict, timeout: float = 900) -> dict:
-        cases_file = tmp_path / "cases.json"
-        cases_file.write_text(json.dumps(cases))
-        completed = subprocess.run(
-            [sys.executable, str(REPOSITORY / "tests" / "bad_inputs_driver.py"), recipe,
-             str(cases_file), str(tmp_path / "runs")],
-            cwd=tmp_path, capture_output=True, text=True, timeout=timeout)
-        outcomes = {}
-        for line in completed.stdout.splitlines():
-            if line.startswith("{"):
-                outcome = json.loads(line)
-                outcomes[outcome.pop("name")] = outcome
-        assert set(outcomes) == set(cases), completed.stderr[-3000:]
-        return outcomes
+
+def run_command(recipe: str, argv: list[str]) -> tuple:
+    """(status, stdout, stderr) of `python recipes/<recipe>/train.py *argv`, run in this
+    process: status 1 for a refused flag, "traceback" for an unexpected exception."""
+    module = importlib.import_module(f"recipes.{recipe}.train")
+    config_class = importlib.import_module(f"recipes.{recipe}.config").Config
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            config = cli.parse(config_class, argv)
+        except cli.FlagError as error:  # cli.main prints this line and exits 1
+            status = 1
+            print(f"FATAL Flags parsing error: {error}", file=sys.stderr)
+        else:
+            try:
+                status = cli.run(module.train, config)
+            except Exception:  # noqa: BLE001  (a traceback is what is tested for)
+                status = "traceback"
+                traceback.print_exc()
+    return status, out.getvalue(), err.getvalue()
+
+
+@pytest.fixture
+def train_recipe(tmp_path, monkeypatch):
+    """`run_recipe`'s twin in this process (no interpreter or TensorFlow start): runs
+    `recipes/<recipe>/train.py *args` through `cli.parse` and `cli.run` in tmp_path;
+    returns a `RecipeRun` whose returncode is the exit status the command would have
+    ("traceback" for an unexpected exception)."""
+    monkeypatch.chdir(tmp_path)
+
+    def run(recipe: str, *args: str, **_process_options) -> RecipeRun:
+        model_dir = tmp_path / f"run-{len(list(tmp_path.glob('run-*')))}"
+        given = [arg for arg in args if arg.startswith("--model_dir")]
+        if given:
+            model_dir = Path(given[-1].split("=", 1)[1])
+        else:
+            args = (*args, f"--model_dir={model_dir}")
+        status, stdout, stderr = run_command(recipe, list(args))
+        return RecipeRun(types.SimpleNamespace(returncode=status, stdout=stdout,
+                                               stderr=stderr), model_dir)
+
+    return run
+
+
+@pytest.fixture
+def bad_inputs(tmp_path, monkeypatch):
+    """`run(recipe, cases)`: `run_commands` in tmp_path (default run directories land
+    there), in this process."""
+    monkeypatch.chdir(tmp_path)
+
+    def run(recipe: str, cases: dict) -> dict:
+        return run_commands(recipe, cases, tmp_path / "runs")
 
     return run

@@ -29,35 +29,35 @@ def _wait_for(path, process, seconds=120):
         time.sleep(0.2)
 
 
-def test_a_killed_run_rerun_with_another_loss_is_refused(run_recipe, tmp_path):
+def test_a_killed_run_rerun_with_another_loss_is_refused(train_recipe, tmp_path):
     model_dir = tmp_path / "run"
-    crashed = run_recipe("ranking", "--smoke", "--loss=ranknet", "--simulate_crash_at_step=3",
+    crashed = train_recipe("ranking", "--smoke", "--loss=ranknet", "--simulate_crash_at_step=3",
                          "--backup_seconds=0", f"--model_dir={model_dir}")
     assert crashed.returncode != 0 and "simulated crash" in crashed.stderr
-    other = run_recipe("ranking", "--smoke", "--loss=listmle", f"--model_dir={model_dir}")
+    other = train_recipe("ranking", "--smoke", "--loss=listmle", f"--model_dir={model_dir}")
     assert other.returncode == 2, other
     assert "another configuration" in other.stderr and "--loss" in other.stderr
     assert len(other.stderr.strip().splitlines()) == 1  # one line, no traceback
     assert "epoch" not in other.stdout  # nothing trained
     assert not (model_dir / "results.json").exists()
-    resumed = run_recipe("ranking", "--smoke", "--loss=ranknet", f"--model_dir={model_dir}")
+    resumed = train_recipe("ranking", "--smoke", "--loss=ranknet", f"--model_dir={model_dir}")
     assert resumed.returncode == 0, resumed
     epochs = [line["epoch"] for line in resumed.record["history"]]
     assert epochs == sorted(set(epochs))  # each epoch once
 
 
-def test_a_finished_run_is_not_redone_and_overwrite_starts_over(run_recipe, tmp_path):
+def test_a_finished_run_is_not_redone_and_overwrite_starts_over(train_recipe, tmp_path):
     model_dir = tmp_path / "run"
-    first = run_recipe("ranking", "--smoke", f"--model_dir={model_dir}")
+    first = train_recipe("ranking", "--smoke", f"--model_dir={model_dir}")
     assert first.returncode == 0, first
     assert (model_dir / "model.keras").exists() and (model_dir / "saved_model").is_dir()
     started = time.time()
-    again = run_recipe("ranking", "--smoke", f"--model_dir={model_dir}")
+    again = train_recipe("ranking", "--smoke", f"--model_dir={model_dir}")
     assert again.returncode == 0, again
     assert "already" in again.stdout and "epoch" not in again.stdout.replace("already", "")
     assert time.time() - started < 60
     assert json.loads((model_dir / "results.json").read_text()) == first.record
-    fresh = run_recipe("ranking", "--smoke", "--overwrite", f"--model_dir={model_dir}")
+    fresh = train_recipe("ranking", "--smoke", "--overwrite", f"--model_dir={model_dir}")
     assert fresh.returncode == 0, fresh
     assert "epoch 1/" in fresh.stdout
     assert len(fresh.record["history"]) == len(first.record["history"])
@@ -121,8 +121,8 @@ def test_a_smoke_run_prints_no_tensorflow_start_up_lines(run_recipe):
     (["--dataset=grouplens:/no/such/folder"], "no/such/folder"),
     (["--global_batch_size=0"], "global_batch_size"),
 ])
-def test_bad_input_leaves_no_run_directory(run_recipe, tmp_path, args, message):
+def test_bad_input_leaves_no_run_directory(train_recipe, tmp_path, args, message):
     model_dir = tmp_path / "never"
-    result = run_recipe("ranking", "--smoke", *args, f"--model_dir={model_dir}")
+    result = train_recipe("ranking", "--smoke", *args, f"--model_dir={model_dir}")
     assert result.returncode != 0 and message in result.stderr
     assert not model_dir.exists()

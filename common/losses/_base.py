@@ -1,8 +1,8 @@
 """Private base classes of the Loss classes: how a loss is reduced on one replica and on many."""
 
-import tensorflow as tf
-
 from common.losses import _tensors
+
+import tensorflow as tf
 
 Reduction = tf.keras.losses.Reduction
 

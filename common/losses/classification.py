@@ -7,9 +7,9 @@ probabilities the logs need clipping to [eps, 1 − eps], as Keras does, and sat
 probabilities then get no gradient.
 """
 
-import tensorflow as tf
-
 from common.losses import _base, _tensors
+
+import tensorflow as tf
 
 _EPSILON = 1e-7  # Keras' backend.epsilon(), so the probability path matches Keras' BCE.
 
@@ -22,7 +22,8 @@ def _prepare(y_true, y_pred, loss):
 
 
 def _crossentropy(y_true, y_pred, pos_weight, from_logits):
-    """Per element −[w·y·log p + (1 − y)·log(1 − p)]: exact from logits, else clipped as Keras does."""
+    """Per element −[w·y·log p + (1 − y)·log(1 − p)]: exact from logits, else clipped as
+    Keras does."""
     if from_logits:
         # w·y·softplus(−x) + (1 − y)·softplus(x), with softplus(−x) = softplus(x) − x: one
         # softplus, as cheap as Keras' sigmoid_cross_entropy_with_logits, finite for any x.

@@ -39,9 +39,9 @@ from __future__ import annotations
 
 import math
 
-import tensorflow as tf
-
 from common.losses import _base, _tensors
+
+import tensorflow as tf
 
 SURROGATES = ("hinge", "logistic")
 _LOG2 = math.log(2.0)

@@ -6,9 +6,9 @@ of axes after the batch axis works). Each function returns `[B]`: per sample, th
 mean over its valid pixels, 0 for a sample without any.
 """
 
-import tensorflow as tf
-
 from common.losses import _base, _tensors
+
+import tensorflow as tf
 
 # Predicted depths are floored here before the log of the scale-invariant loss.
 _MIN_DEPTH = 1e-6

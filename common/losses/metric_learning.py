@@ -14,9 +14,9 @@ never a `[B, B, B]` tensor, with or without XLA; all in one graph.
 
 import math
 
-import tensorflow as tf
-
 from common.losses import _base, _tensors
+
+import tensorflow as tf
 
 MININGS = ("semi_hard", "batch_hard", "batch_all")
 DISTANCES = ("squared_l2", "l2", "cosine")

@@ -4,10 +4,10 @@ Both take task losses that are already reduced to scalars, e.g. by the Loss clas
 of this package, which give the global-batch value on every replica.
 """
 
+from common.losses import _base
+
 import numpy as np
 import tensorflow as tf
-
-from common.losses import _base
 
 
 @_base.register

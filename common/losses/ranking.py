@@ -11,10 +11,10 @@ so a list is an example: nothing needs the other replicas under a strategy.
 All pairwise terms are computed at once on `[B, L, L]` tensors (no Python loop).
 """
 
+from common.losses import _base, _tensors
+
 import numpy as np
 import tensorflow as tf
-
-from common.losses import _base, _tensors
 
 NORMALIZATIONS = ("list_mean", "tf_ranking")
 

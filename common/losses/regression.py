@@ -8,10 +8,10 @@ for float64 predictions).
 
 import math
 
+from common.losses import _base, _tensors
+
 import numpy as np
 import tensorflow as tf
-
-from common.losses import _base, _tensors
 
 
 def _error(y_true, y_pred, loss):

@@ -1,8 +1,8 @@
 """Segmentation loss: soft Dice, per sample."""
 
-import tensorflow as tf
-
 from common.losses import _base, _tensors
+
+import tensorflow as tf
 
 
 def _one_hot_labels(y_true, y_pred, loss):

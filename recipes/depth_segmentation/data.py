@@ -10,10 +10,11 @@ rooms (`synthetic.rooms`, default), the NYUv2 labelled set (`nyuv2:PATH`), your 
 
 from __future__ import annotations
 
+from common import checks
+
 import numpy as np
 import tensorflow as tf
 
-from common import checks
 from recipes.depth_segmentation import synthetic
 
 NYU13_CLASSES = ("bed", "books", "ceiling", "chair", "floor", "furniture", "objects",
@@ -25,7 +26,6 @@ NYU13_CLASSES = ("bed", "books", "ceiling", "chair", "floor", "furniture", "obje
 # `mapClass`) beside the labelled file: 894 numbers we do not reproduce from memory.
 NYU40_TO_13 = np.array([12, 5, 6, 1, 4, 9, 10, 12, 13, 6, 8, 6, 13, 10, 6, 13, 6, 7, 7, 5,
                         7, 3, 2, 6, 11, 7, 7, 7, 7, 7, 7, 6, 7, 7, 7, 7, 7, 7, 6, 7])
-SMOKE_IMAGES = {"train": 128, "test": 32}  # smoke keeps the first ones, after validation
 
 
 def load(dataset: str, *, seed: int, train_images: int, test_images: int, image_size: int,
@@ -82,8 +82,9 @@ def hold_out(train: dict, fraction: float) -> tuple[dict, dict]:
             {key: value[cut:] for key, value in train.items()})
 
 
-def smoke_subset(arrays: dict, part: str) -> dict:
-    return {key: value[:SMOKE_IMAGES[part]] for key, value in arrays.items()}
+def smoke_subset(arrays: dict, count: int) -> dict:
+    """The first `count` images (--smoke on real data, after the whole file was checked)."""
+    return {key: value[:count] for key, value in arrays.items()}
 
 
 def as_dataset(arrays: dict) -> tf.data.Dataset:

@@ -1,5 +1,7 @@
 """Test metrics of each network, the gains of the multi-task network over the
-single-task ones and ΔM, each with a paired bootstrap interval over the test images.
+single-task ones and ΔM, each the mean over the training seeds with an interval from a
+two-level bootstrap (seeds, then test images: `intervals.over_seeds_and_rows`); each
+seed's multi-task network is compared with the single-task ones of the same seed.
 
 Segmentation: one confusion matrix over every labelled pixel of the split; mIoU is the
 mean over classes that occur (in the truth or the prediction) of TP / (TP + FP + FN),
@@ -16,9 +18,9 @@ is better: negative means the multi-task network is better on average.
 
 from __future__ import annotations
 
-import numpy as np
-
 from common import intervals
+
+import numpy as np
 
 SEGMENTATION_METRICS = ("miou", "pixel_accuracy")
 DEPTH_METRICS = ("abs_rel", "abs_err", "rmse", "delta1")
@@ -99,30 +101,71 @@ def _signed_relative_changes(multi: dict, single: dict) -> np.ndarray:
                      for m in DELTA_M_METRICS])
 
 
-def compare(multi: dict, segmentation_only: dict, depth_only: dict, *, seed: int,
-            resamples: int = 1000) -> dict:
-    """{<metric>_gain: Interval (positive: multi-task better), delta_m: Interval (%)}
-    from per-image statistics of the three networks on the same test images."""
-    samples = (multi["confusion"], multi["depth"], segmentation_only["confusion"],
-               depth_only["depth"])
+def _scores(multi_confusion, multi_depth, single_confusion, single_depth):
+    return (metrics_of({"confusion": multi_confusion, "depth": multi_depth}),
+            metrics_of({"confusion": single_confusion, "depth": single_depth}))
 
-    def scores(multi_confusion, multi_depth, single_confusion, single_depth):
-        return (metrics_of({"confusion": multi_confusion, "depth": multi_depth}),
-                metrics_of({"confusion": single_confusion, "depth": single_depth}))
 
-    found = {}
-    for metric in SEGMENTATION_METRICS + DEPTH_METRICS:
-        sign = 1 if HIGHER_IS_BETTER[metric] else -1
+def _gain(metric: str):
+    sign = 1 if HIGHER_IS_BETTER[metric] else -1
 
-        def gain(*arrays, metric=metric, sign=sign):
-            mt, st = scores(*arrays)
-            return sign * (mt[metric] - st[metric])
+    def gain(*arrays):
+        multi, single = _scores(*arrays)
+        return sign * (multi[metric] - single[metric])
 
-        found[f"{metric}_gain"] = intervals.statistic(gain, *samples, seed=seed,
-                                                      n_resamples=resamples)
+    return gain
 
-    def delta_m(*arrays):
-        return -100.0 * float(np.mean(_signed_relative_changes(*scores(*arrays))))
 
-    found["delta_m"] = intervals.statistic(delta_m, *samples, seed=seed, n_resamples=resamples)
+def _delta_m(*arrays) -> float:
+    return -100.0 * float(np.mean(_signed_relative_changes(*_scores(*arrays))))
+
+
+def _metric(metric: str, key: str):
+    return lambda array: metrics_of({key: array})[metric]
+
+
+def _quantities(stats: dict) -> dict:
+    """{(group, name): (fn, samples)} for one seed's statistics {network: statistics(...)}:
+    group "multi_task" (metrics, gains, ΔM) or a single-task network; `fn(*samples)` is
+    the quantity on the test images `samples` hold, each [N, ...]."""
+    multi, found = stats["multi_task"], {}
+    if "segmentation_only" in stats:
+        # each seed's multi-task network against the single-task ones of the same seed
+        paired = (multi["confusion"], multi["depth"], stats["segmentation_only"]["confusion"],
+                  stats["depth_only"]["depth"])
+        found[("multi_task", "delta_m")] = (_delta_m, paired)
+        found.update({("multi_task", f"{m}_gain"): (_gain(m), paired)
+                      for m in SEGMENTATION_METRICS + DEPTH_METRICS})
+        found.update({("segmentation_only", m): (_metric(m, "confusion"),
+                                                 (stats["segmentation_only"]["confusion"],))
+                      for m in SEGMENTATION_METRICS})
+        found.update({("depth_only", m): (_metric(m, "depth"), (stats["depth_only"]["depth"],))
+                      for m in DEPTH_METRICS})
+    found.update({("multi_task", m): (_metric(m, "confusion"), (multi["confusion"],))
+                  for m in SEGMENTATION_METRICS})
+    found.update({("multi_task", m): (_metric(m, "depth"), (multi["depth"],))
+                  for m in DEPTH_METRICS})
     return found
+
+
+def evaluate(per_seed: list[dict], *, seed: int, resamples: int = 1000):
+    """(metrics, baselines, seed_values) from the per-image statistics of S training
+    seeds on the same test images, `per_seed[s]` = {network: `statistics(...)`}.
+
+    metrics: the multi-task network's metrics, and with the single-task networks each
+    `<metric>_gain` (positive: multi-task better) and `delta_m` (%); baselines:
+    {single-task network: its metrics}. Each is an Interval: the mean over the seeds of
+    the value on all test images, with `intervals.over_seeds_and_rows` (seeds and test
+    images resampled). seed_values: {group: {name: [S] per-seed values}}, group
+    "multi_task" or a single-task network.
+    """
+    quantities = [_quantities(stats) for stats in per_seed]
+    found, seed_values = {}, {}
+    for group, name in quantities[0]:
+        fn = quantities[0][group, name][0]
+        samples = [seed_quantities[group, name][1] for seed_quantities in quantities]
+        found.setdefault(group, {})[name] = intervals.over_seeds_and_rows(
+            fn, samples, seed=seed, n_resamples=resamples)
+        seed_values.setdefault(group, {})[name] = [float(fn(*each)) for each in samples]
+    metrics = found.pop("multi_task")
+    return metrics, found, seed_values

@@ -6,7 +6,7 @@ multi-task train step that combines the task losses or the task gradients.
            "depth": [B, H, W] metres (float32)}
   targets {"labels": [B, H, W] int32, -1 = unlabelled; "depth": [B, H, W], 0 = invalid}
 
-`build_network` is a functional model of Keras built-in layers only (it is what is
+`build` is a functional model of Keras built-in layers only (it is what is
 saved: it loads anywhere without custom objects); `MultiTask` wraps it for training.
 A single-task baseline is the same network with one decoder.
 """
@@ -14,9 +14,9 @@ A single-task baseline is the same network with one decoder.
 from __future__ import annotations
 
 import common  # noqa: F401  (Keras 2 before TensorFlow)
-import tensorflow as tf
-
 from common import balancing, losses
+
+import tensorflow as tf
 
 TASKS = ("segmentation", "depth")
 LOSS_WEIGHTINGS = ("static", "uncertainty", "dwa", "famo")  # one backward pass per step
@@ -42,7 +42,7 @@ def _attend(x, name: str):
     return tf.keras.layers.Multiply(name=f"{name}_applied")([x, mask])
 
 
-def build_network(num_classes: int, tasks=TASKS, *, image_shape=(64, 64), base_filters=12,
+def build(num_classes: int, tasks=TASKS, *, image_shape=(64, 64), base_filters=12,
                   levels: int = 3, depth_scale: float = 3.0, exchange: bool = False,
                   shared_levels: int | None = None, attention: bool = True,
                   shared_width: float = 1.0) -> tf.keras.Model:
@@ -143,10 +143,11 @@ class MultiTask(tf.keras.Model):
       uncertainty  Σ L_k / (2 exp(s_k)) + s_k / 2, s_k learned (Kendall et al. 2018)
       dwa          Σ λ_k L_k, λ from the epoch-mean losses by `self.dwa`, a callback
                    `fit` must be given (Liu et al. 2019); `dwa_temperature` is its T
-      famo         Σ c z_k / L_k · L_k's gradient, z = softmax(ξ) adapted every step
-                   from the observed log-loss decrease (Liu et al. 2023)
-      pcgrad, aligned_mtl   the per-task gradients of the shared weights, combined by
-                   common.balancing (Yu et al. 2020; Senushkin et al. 2023)
+      famo         Σ c z_k / L_k · L_k's gradient, z = softmax(ξ), ξ stepped by Adam every
+                   step from the observed log-loss decrease (Liu et al. 2023)
+      pcgrad, aligned_mtl, nash_mtl, cagrad   the per-task gradients of the shared
+                   weights, combined by common.balancing (Yu et al. 2020; Senushkin et
+                   al. 2023; Navon et al. 2022; Liu et al. 2021)
 
     Each L_k is the mean over the replica's examples. Replicas hold equal shares of the
     global batch, so the global-batch loss is the mean of the replicas' losses: the loss

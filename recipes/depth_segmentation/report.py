@@ -37,25 +37,55 @@ def network_history(history: list[dict], name: str) -> list[dict]:
                   key=lambda entry: entry["epoch"])
 
 
+CLAIMED = ("delta_m", "miou_gain", "pixel_accuracy_gain", "abs_rel_gain", "abs_err_gain")
+
+
+def verdict(name: str, value, tolerance: float) -> str:
+    """Whether `value` (an Interval of ΔM or of a gain) is claimed: only when it is wider
+    than its tolerance (how far a reproduction may land) and its interval excludes 0."""
+    if abs(value.value) <= tolerance or value.low <= 0 <= value.high:
+        return "not distinguishable"
+    better = value.value < 0 if name == "delta_m" else value.value > 0
+    return "multi-task better" if better else "single-task better"
+
+
 def tables(found: dict, networks: dict, history: list[dict], class_names, weighting: str,
-           multi_confusion) -> dict:
-    """found {network: {metric: value}}, networks {network: {"parameters", "seconds"}}."""
+           multi_confusion, seeds: list[int], seed_values: dict, metrics: dict,
+           tolerances: dict) -> dict:
+    """found {network: {metric: mean over seeds}}, networks {network: {"parameters",
+    "seconds" (all seeds)}}, multi_confusion [N, C, C] (first seed), seed_values
+    {network: {name: [S]}}, metrics {name: Interval | value}, tolerances {name: float}."""
+    first = seeds[0]
     rows = [[f"{name} ({weighting})" if name == "multi_task" else name,
              *[found[name].get(metric) for metric in METRICS],
              networks[name]["parameters"], networks[name]["seconds"]] for name in found]
-    multi_rows = network_history(history, "multi_task")
+    multi_rows = network_history(history, "multi_task")  # the first seed's
     tasks = [task for task in ("segmentation", "depth") if f"weight_{task}" in
              (multi_rows[0] if multi_rows else {})]
     weights = [[row["epoch"], *[row[f"weight_{task}"] for task in tasks],
                 *[row[f"{task}_loss"] for task in tasks]] for row in multi_rows]
     iou = evaluate.segmentation_metrics(multi_confusion)["iou_per_class"]
+    claimed = [name for name in CLAIMED if name in metrics and name in tolerances]
+    per_seed = [name for name in ("delta_m", "miou_gain", "abs_rel_gain", "miou", "abs_rel",
+                                  "final_weight_segmentation", "final_weight_depth")
+                if name in seed_values["multi_task"]]
     return {
-        "multi-task vs single-task": {
-            "columns": ["model", *METRICS, "parameters", "train seconds"], "rows": rows},
-        "task weights per epoch (epoch means)": {
+        **({"claims (mean over seeds)": {
+            "columns": ["quantity", "mean [interval]", "tolerance", "verdict"],
+            "rows": [[name, str(metrics[name]), tolerances[name],
+                      verdict(name, metrics[name], tolerances[name])] for name in claimed]}}
+           if claimed else {}),
+        "per seed (multi-task)": {
+            "columns": ["seed", *per_seed],
+            "rows": [[seed, *[seed_values["multi_task"][name][index] for name in per_seed]]
+                     for index, seed in enumerate(seeds)]},
+        "multi-task vs single-task (means over seeds)": {
+            "columns": ["model", *METRICS, "parameters", "train seconds (all seeds)"],
+            "rows": rows},
+        f"task weights per epoch (epoch means, seed {first})": {
             "columns": ["epoch", *[f"weight {t}" for t in tasks], *[f"{t} loss" for t in tasks]],
             "rows": weights},
-        "per-class IoU (multi-task)": {
+        f"per-class IoU (multi-task, seed {first})": {
             "columns": ["class", "IoU"],
             "rows": [[name, None if np.isnan(value) else float(value)]
                      for name, value in zip(class_names, iou)]},

@@ -43,7 +43,9 @@ def _rays(size: int) -> np.ndarray:
     """Ray directions [size*size, 3] with d_z = 1; focal length 0.9*size (about 58° FOV)."""
     focal, centre = 0.9 * size, (size - 1) / 2
     v, u = np.mgrid[0:size, 0:size].astype(np.float64)
-    return np.stack([(u - centre) / focal, -(v - centre) / focal, np.ones_like(u)], -1).reshape(-1, 3)
+    return np.stack(
+        [(u - centre) / focal, -(v - centre) / focal, np.ones_like(u)], -1
+    ).reshape(-1, 3)
 
 
 def _plane(origin, d, axis, value, normal):

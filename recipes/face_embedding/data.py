@@ -1,4 +1,4 @@
-"""Face images by identity: the loaders, the protocols' splits and the P x K stream.
+"""Face images by identity: the loaders (`load`) and the P x K training stream (`stream`).
 
 `load` gives `Faces`: images `[N, H, W, C]` float32 in [0, 1] at the input size, labels
 `[N]`, and the images at the data's own size (`*_native` baselines). `--dataset`:
@@ -7,7 +7,8 @@
                  person), or Yale's flat `subject01.glasses` (person = the name before
                  the first dot); any image Pillow reads; natural sort order
   olivetti, lfw  scikit-learn's cached copies in --data_dir (never downloaded)
-Sizes are (width, height), as the face literature writes them (AT&T 92x112).
+Sizes are (width, height), as the face literature writes them (AT&T 92x112). The
+protocols' splits are in protocols.py, the augmentation in augment.py.
 """
 
 from __future__ import annotations
@@ -16,20 +17,21 @@ import dataclasses
 import re
 from pathlib import Path
 
+from common import checks
+from common.stream import epoch_stream
+
 import numpy as np
 import tensorflow as tf
 from PIL import Image
 
-from common import checks
-from recipes.face_embedding import synthetic
+from recipes.face_embedding import augment, synthetic
 
-SYNTHETIC = {"identities": 800, "images_per_identity": 12, "size": (32, 32)}
-SYNTHETIC_SMOKE = {"identities": 64, "images_per_identity": 6}
-SMOKE_IDENTITIES, LFW_MIN_IMAGES = 10, 10  # --smoke: 10 people; LFW: people with 10 images
+SYNTHETIC_PEOPLE = (800, 12)  # synthetic: people, images each
+SYNTHETIC_SIZE = (32, 32)  # synthetic's size without --image_size
+LFW_MIN_IMAGES = 10  # lfw: people with at least 10 images
 LARGEST_NATIVE_SIDE = 128  # data up to this size trains at its own size ...
 DEFAULT_LONG_SIDE = 64  # ... larger data is resized (aspect kept) to this longer side
 ASPECT_TOLERANCE = 0.02  # Yale's 320x243 resized to 40x30 as published (1.2 % off)
-AUGMENT = {"crop": 0.15, "flip": 0.5, "brightness": 0.1, "contrast": 0.2, "lighting": 0.8}
 
 
 @dataclasses.dataclass
@@ -126,39 +128,57 @@ def load_scikit_learn(dataset: str, data_dir: str | None, size, color: bool = Fa
                       min_images: int | None = None) -> Faces:
     """scikit-learn's cached copy, never downloaded: olivetti (AT&T, 40 x 10 at 64x64)
     or lfw (funneled, people with at least `min_images`, default LFW_MIN_IMAGES)."""
-    from sklearn import datasets
-
-    try:
-        bunch = (datasets.fetch_olivetti_faces(data_home=data_dir, download_if_missing=False)
-                 if dataset == "olivetti" else datasets.fetch_lfw_people(
-                     data_home=data_dir, funneled=True, color=color, download_if_missing=False,
-                     min_faces_per_person=min_images or LFW_MIN_IMAGES))
-    except OSError as error:
-        what = {"olivetti": "olivetti_py3.pkz"}.get(dataset, "lfw_home/ (lfw_funneled/ ...)")
-        raise FileNotFoundError(f"--dataset={dataset}: {what} is not in "
-                                f"{datasets.get_data_home(data_dir)} and this loader does not "
-                                "download; pass --data_dir or use folder:PATH") from error
+    bunch = _fetch(dataset, data_dir, color, min_images or LFW_MIN_IMAGES)
     names = getattr(bunch, "target_names", [f"s{i + 1}" for i in range(bunch.target.max() + 1)])
     order = np.argsort(bunch.target, kind="stable")  # grouped by person
-    pixels = np.round(np.clip(bunch.images[order] * (255 if bunch.images.max() <= 1 else 1),
-                              0, 255)).astype(np.uint8)
-    pixels = np.repeat(pixels[..., None], 3, axis=-1) if color and pixels.ndim == 3 else pixels
+    scale = 255 if bunch.images.max() <= 1 else 1  # floats in [0, 1] (Olivetti) or [0, 255]
+    pixels = np.round(np.clip(bunch.images[order] * scale, 0, 255)).astype(np.uint8)
+    if color and pixels.ndim == 3:  # Olivetti is grey only
+        pixels = np.repeat(pixels[..., None], 3, axis=-1)
     return _faces([Image.fromarray(p) for p in pixels], bunch.target[order], list(names),
                   [dataset] * len(names), size, dataset)
 
 
+def _fetch(dataset: str, data_dir: str | None, color: bool, min_images: int):
+    """scikit-learn's bunch of `dataset` from its cache in `data_dir`."""
+    from sklearn import datasets
+
+    try:
+        if dataset == "olivetti":
+            return datasets.fetch_olivetti_faces(data_home=data_dir, download_if_missing=False)
+        return datasets.fetch_lfw_people(data_home=data_dir, funneled=True, color=color,
+                                         download_if_missing=False,
+                                         min_faces_per_person=min_images)
+    except OSError as error:
+        what = "olivetti_py3.pkz" if dataset == "olivetti" else "lfw_home/ (lfw_funneled/ ...)"
+        raise FileNotFoundError(f"--dataset={dataset}: {what} is not in "
+                                f"{datasets.get_data_home(data_dir)} and this loader does not "
+                                "download; pass --data_dir or use folder:PATH") from error
+
+
+def load_synthetic(people: int, images_per_identity: int, size: tuple[int, int] | None,
+                   color: bool, seed: int) -> Faces:
+    """`people` procedural identities (synthetic.py) x `images_per_identity`, rendered at
+    the input size (which is then also their own)."""
+    pixels, labels = synthetic.render(people, images_per_identity, size or SYNTHETIC_SIZE,
+                                      seed)
+    pixels = np.repeat(pixels[..., None], 3 if color else 1, axis=-1)
+    return Faces(pixels, labels, [f"id{i:03d}" for i in range(people)],
+                 ["synthetic"] * people, pixels, "synthetic")
+
+
 def load(dataset: str, data_dir: str | None, size: tuple[int, int] | None,
          color: bool = False, seed: int = 0, min_images: int | None = None,
-         first_images: int | None = None, smoke: bool = False) -> Faces:
-    """Dispatches on `--dataset`; `first_images` keeps each person's first N images.
-    `smoke` renders the small synthetic set (real data shrinks after validation)."""
+         first_images: int | None = None,
+         synthetic_people: tuple[int, int] = SYNTHETIC_PEOPLE) -> Faces:
+    """The faces of `--dataset`, read and checked in full; `first_images` keeps each
+    person's first N images. `synthetic_people`: (people, images each) of synthetic."""
+    if not dataset:  # a real-data preset names no data: never fall back to synthetic
+        raise ValueError("--dataset is empty: this config trains on real faces: pass "
+                         "--dataset=folder:PATH (recipes/face_embedding/README.md says where "
+                         "to get them)")
     if dataset == "synthetic":
-        sizes = SYNTHETIC_SMOKE if smoke else SYNTHETIC
-        count, per_identity = sizes["identities"], sizes["images_per_identity"]
-        pixels, labels = synthetic.render(count, per_identity, size or SYNTHETIC["size"], seed)
-        pixels = np.repeat(pixels[..., None], 3 if color else 1, axis=-1)
-        faces = Faces(pixels, labels, [f"id{i:03d}" for i in range(count)],
-                      ["synthetic"] * count, pixels, "synthetic")
+        faces = load_synthetic(*synthetic_people, size, color, seed)
     elif dataset in ("olivetti", "lfw"):
         faces = load_scikit_learn(dataset, data_dir, size, color, min_images)
     else:
@@ -166,6 +186,22 @@ def load(dataset: str, data_dir: str | None, size: tuple[int, int] | None,
     if first_images:
         faces = subset(faces, positions(faces.labels) < first_images)
     return faces
+
+
+def collection(faces: Faces) -> str | None:
+    """Which known face set `faces` is, told by the data itself (never by a preset's
+    name): "synthetic", "olivetti", "lfw", "att_faces" (40 people of 10 images at
+    92x112), "yale" (Yale's flat layout: 15 people at 320x243), else None."""
+    if faces.name in ("synthetic", "olivetti", "lfw"):
+        return faces.name
+    height, width = faces.native.shape[1:3]
+    counts = np.bincount(faces.labels)
+    if (width, height) == (92, 112) and len(counts) == 40 and (counts == 10).all():
+        return "att_faces"
+    flat = all(place.endswith(".*") for place in faces.places)
+    if (width, height) == (320, 243) and len(counts) == 15 and flat:
+        return "yale"
+    return None
 
 
 def subset(faces: Faces, keep: np.ndarray) -> Faces:
@@ -177,44 +213,19 @@ def subset(faces: Faces, keep: np.ndarray) -> Faces:
                  [faces.places[i] for i in kept], native, faces.name)
 
 
-def smoke_subset(faces: Faces) -> Faces:
-    """After validation, real data shrinks to its first 10 people."""
-    return subset(faces, faces.labels < SMOKE_IDENTITIES)
+def first_people(faces: Faces, people: int) -> Faces:
+    """The images of the first `people` people (--smoke's real data, once checked)."""
+    return subset(faces, faces.labels < people)
 
 
 def positions(labels: np.ndarray) -> np.ndarray:
-    """[N] the index of each image among its person's images (0 = the first)."""
-    return np.array([np.sum(labels[:i] == label) for i, label in enumerate(labels)], int)
-
-
-def splits(faces: Faces, protocol: str, seed: int) -> list[dict]:
-    """The folds [{"train": indices, "test": indices (, "val")}] of per_identity:K (the
-    first K of each person train), kfold:N (image i of a person in fold i mod N) or
-    unseen_identities (people 60/10/30 % train / val / test). A person with too few
-    images for the protocol is an error naming where they are."""
-    counts = np.bincount(faces.labels, minlength=len(faces.names))
-    kind, _, number = protocol.partition(":")
-    need = {"per_identity": int(number or 0) + 1, "kfold": 2, "unseen_identities": 2}[kind]
-    if len(faces.names) < (5 if kind == "unseen_identities" else 2):
-        raise ValueError(f"{faces.name}: {len(faces.names)} people, too few for "
-                         f"--protocol={protocol}")
-    for identity in np.flatnonzero(counts < need)[:1]:
-        raise ValueError(f"{faces.places[identity]}: {counts[identity]} image(s), but "
-                         f"--protocol={protocol} needs at least {need} per person (drop it "
-                         "with --min_images_per_identity)")
-    position = positions(faces.labels)
-    if kind == "per_identity":
-        return [{"train": np.flatnonzero(position < int(number)),
-                 "test": np.flatnonzero(position >= int(number))}]
-    if kind == "kfold":
-        fold = position % int(number)
-        return [{"train": np.flatnonzero(fold != f), "test": np.flatnonzero(fold == f)}
-                for f in range(int(number))]
-    people = np.random.default_rng([seed, 7]).permutation(len(faces.names))
-    num_test, num_val = max(2, round(0.3 * len(people))), max(2, round(0.1 * len(people)))
-    groups = {"train": people[num_test + num_val:], "val": people[num_test:num_test + num_val],
-              "test": people[:num_test]}
-    return [{split: np.flatnonzero(np.isin(faces.labels, ids)) for split, ids in groups.items()}]
+    """[N] the index of each image among its person's images (0 = the first), in order."""
+    seen = np.zeros(labels.max() + 1 if len(labels) else 0, int)
+    position = np.empty(len(labels), int)
+    for index, label in enumerate(labels):
+        position[index] = seen[label]
+        seen[label] += 1
+    return position
 
 
 def batch_shape(labels: np.ndarray, folds: list[dict], global_batch_size: int,
@@ -233,8 +244,8 @@ def batch_shape(labels: np.ndarray, folds: list[dict], global_batch_size: int,
     return p // replicas * replicas, k
 
 
-def pk_stream(images: np.ndarray, labels: np.ndarray, identities_per_batch: int,
-              images_per_identity: int, seed: int, steps_per_epoch: int, augment: bool):
+def stream(images: np.ndarray, labels: np.ndarray, identities_per_batch: int,
+           images_per_identity: int, seed: int, steps_per_epoch: int, augmented: bool):
     """The `stream=` function of training.fit: first_epoch -> (endless P x K batches,
     steps_per_epoch). A batch is (images [P*K, H, W, C], labels [P*K]).
 
@@ -263,38 +274,11 @@ def pk_stream(images: np.ndarray, labels: np.ndarray, identities_per_batch: int,
         pick = tf.argsort(tf.where(valid, noise, 2.0), axis=1)[:, :k]
         index = tf.reshape(tf.gather(tf.gather(table, chosen), pick, batch_dims=1), [p * k])
         chosen_images = tf.gather(images, index)
-        if augment:
-            chosen_images = augment_faces(chosen_images, keys[2])
+        if augmented:
+            chosen_images = augment.faces(chosen_images, keys[2])
         return chosen_images, tf.gather(labels, index)
 
-    def stream(first_epoch: int):
-        steps = tf.data.Dataset.range(first_epoch * steps_per_epoch, 1 << 62)
-        return steps.map(batch).prefetch(tf.data.AUTOTUNE), steps_per_epoch
+    def steps(epoch):  # the global step numbers of `epoch`: [steps_per_epoch]
+        return tf.range(epoch * steps_per_epoch, (epoch + 1) * steps_per_epoch)
 
-    return stream
-
-
-def augment_faces(images: tf.Tensor, key: tf.Tensor) -> tf.Tensor:
-    """Random faces [B, H, W, C] -> [B, H, W, C]: a crop inside each image (up to
-    AUGMENT["crop"] smaller: a shift and a zoom) resized back, a horizontal flip, then
-    contrast, brightness and a light gradient from left to right (side lighting: the
-    network standardises each image, so only the gradient survives of the three)."""
-    n, height, width = tf.shape(images)[0], images.shape[1], images.shape[2]
-    keys = tf.random.experimental.stateless_split(key, 7)
-
-    def uniform(number, low=0.0, high=1.0, shape=(1, 1, 1)):
-        return tf.random.stateless_uniform([n, *shape], keys[number], low, high)
-
-    side = 1.0 - AUGMENT["crop"] * uniform(0, shape=())
-    top, left = (1.0 - side) * uniform(1, shape=()), (1.0 - side) * uniform(2, shape=())
-    flip = uniform(3, shape=()) < AUGMENT["flip"]
-    # crop_and_resize mirrors a box whose x1 > x2: the flip costs nothing.
-    x1, x2 = tf.where(flip, left + side, left), tf.where(flip, left, left + side)
-    boxes = tf.stack([top, x1, top + side, x2], axis=1)
-    out = tf.image.crop_and_resize(images, boxes, tf.range(n), [height, width])
-    mean = tf.reduce_mean(out, axis=[1, 2, 3], keepdims=True)
-    out = (out - mean) * (1.0 + AUGMENT["contrast"] * uniform(4, -1.0, 1.0)) + mean
-    out += AUGMENT["brightness"] * uniform(5, -1.0, 1.0)
-    ramp = tf.reshape(tf.linspace(-1.0, 1.0, width), [1, 1, width, 1])
-    out *= 1.0 + AUGMENT["lighting"] * uniform(6, -1.0, 1.0) * ramp
-    return tf.clip_by_value(out, 0.0, 1.0)
+    return epoch_stream(steps, steps_per_epoch, batch)

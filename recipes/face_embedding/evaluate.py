@@ -8,13 +8,13 @@ they resample *people* (one person's images are not independent, people are).
 
 from __future__ import annotations
 
+from common import intervals
+
 import numpy as np
 from scipy.spatial.distance import cdist
 from sklearn.decomposition import PCA
 from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
 from sklearn.metrics import roc_auc_score
-
-from common import intervals
 
 MAX_PAIRS = 20_000  # positive pairs kept per split (and as many negatives)
 EIGENFACES = 128  # PCA components of the eigenfaces baseline (at most N - 1)
@@ -150,8 +150,24 @@ def classic(images: dict, labels: np.ndarray, folds: list[dict], seed: int):
     return results, wrong
 
 
-def all_baselines(faces, folds: list[dict], untrained: list, protocol: str, seed: int,
-                  wrong: np.ndarray | None):
+def evaluate(embeddings: list, untrained: list, faces, folds: list[dict], protocol: str,
+             seed: int) -> tuple[dict, dict, dict]:
+    """The network's test metrics, every baseline's, and the details of its mistakes.
+
+    `embeddings`, `untrained`: per fold, the trained and the untrained network's
+    embeddings [N, D] of all N images. Returns (metrics, {baseline: metrics}, details):
+    metrics add the paired difference of the network's error minus the best classic
+    baseline's ("error_minus_<name>", identification protocols only); details are
+    `network`'s.
+    """
+    metrics, details = network(embeddings, faces.labels, folds, seed)
+    found, difference = baselines(faces, folds, untrained, protocol, seed,
+                                  details.get("wrong"))
+    return {**metrics, **difference}, found, details
+
+
+def baselines(faces, folds: list[dict], untrained: list, protocol: str, seed: int,
+              wrong: np.ndarray | None):
     """{name: metrics} of every baseline, and the paired difference of the network's
     error minus the best classic baseline's ({"error_minus_<name>": Interval} or {})."""
     same_size = faces.native is faces.images  # synthetic: rendered at the input size

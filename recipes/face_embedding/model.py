@@ -17,10 +17,10 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-import tensorflow as tf
-
 from common import models
 from common.losses import TripletLoss
+
+import tensorflow as tf
 
 
 def build(size: tuple[int, int], channels: int, embedding_dim: int, width: int,
@@ -35,15 +35,18 @@ def build(size: tuple[int, int], channels: int, embedding_dim: int, width: int,
     inputs = tf.keras.Input([image_height, image_width, channels], name="image")
     x = tf.keras.layers.LayerNormalization(axis=[1, 2, 3], center=False, scale=False,
                                            epsilon=1e-3, name="standardise")(inputs)
+    # Every layer is named: Keras' automatic names count the layers built so far in the
+    # process, and `init_from` matches layers by name (fold 2 of kfold, a test process).
     for stage in range(stages + 1):
         x = tf.keras.layers.Conv2D(min(width * 2 ** stage, 256), 3, padding="same",
-                                   use_bias=False, kernel_regularizer=regulariser)(x)
-        x = tf.keras.layers.BatchNormalization(synchronized=True)(x)
-        x = tf.keras.layers.ReLU()(x)
+                                   use_bias=False, kernel_regularizer=regulariser,
+                                   name=f"conv{stage}")(x)
+        x = tf.keras.layers.BatchNormalization(synchronized=True, name=f"norm{stage}")(x)
+        x = tf.keras.layers.ReLU(name=f"relu{stage}")(x)
         if stage < stages:
-            x = tf.keras.layers.MaxPool2D(padding="same")(x)
-    x = tf.keras.layers.GlobalAveragePooling2D()(x)
-    x = tf.keras.layers.Dropout(dropout)(x)
+            x = tf.keras.layers.MaxPool2D(padding="same", name=f"pool{stage}")(x)
+    x = tf.keras.layers.GlobalAveragePooling2D(name="average")(x)
+    x = tf.keras.layers.Dropout(dropout, name="dropout")(x)
     # The embedding in float32 even under mixed precision: the triplet distances need it.
     x = tf.keras.layers.Dense(embedding_dim, dtype="float32", kernel_regularizer=regulariser,
                               name="projection")(x)
@@ -98,6 +101,6 @@ def serving(network: tf.keras.Model) -> tf.types.experimental.GenericFunction:
     return serve
 
 
-def embed(network: tf.keras.Model, images, batch_size: int = 256):
+def predict(network: tf.keras.Model, images, batch_size: int = 256):
     """Embeddings [N, embedding_dim] (NumPy) of images [N, H, W, C]."""
     return network.predict(images, batch_size=batch_size, verbose=0)

@@ -24,10 +24,10 @@ from __future__ import annotations
 import dataclasses
 import os
 
+from common import checks
+
 import numpy as np
 import pandas as pd
-
-from common import checks
 
 OHLC_COLUMNS = ("High", "Low", "Close", "Volume")
 HAR_FEATURES = ("log_rv_daily", "log_rv_weekly", "log_rv_monthly")  # Corsi 2009: 1, 5, 22 days

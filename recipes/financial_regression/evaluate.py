@@ -8,9 +8,10 @@ squared errors and of the target go into `intervals.statistic`, which resamples 
 
 from __future__ import annotations
 
+from common import intervals
+
 import numpy as np
 
-from common import intervals
 from recipes.financial_regression import data, model
 
 BLOCK_DAYS = 20  # about a trading month: longer than most of the errors' autocorrelation
@@ -127,10 +128,11 @@ def least_squares(frame: data.Frame, splits: dict, train_target: np.ndarray) -> 
     return out
 
 
-def model_metrics(frame: data.Frame, splits: dict, predictions: dict, members: list,
-                  lstsq: dict, seed: int) -> dict:
-    """A trained model's record entries: test scores of `predictions` ({"validation",
-    "test"}: [N]), the ensemble statistics against `linear_lstsq`, validation R²."""
+def evaluate(frame: data.Frame, splits: dict, predictions: dict, members: list,
+             lstsq: dict, seed: int) -> dict:
+    """The metrics of a trained model (the recipe's, or an MSE baseline's): test scores of
+    `predictions` ({"validation", "test"}: [N]), the ensemble statistics of `members`
+    (test predictions [N] per seed) against `linear_lstsq`, validation R²."""
     target, validation = frame.target[splits["test"]], frame.target[splits["validation"]]
     return {
         **scores(target, predictions["test"], frame.volatility,

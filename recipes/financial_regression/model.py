@@ -1,5 +1,6 @@
-"""The regression network (MLP with a linear skip, or the linear AR model), its loss, the
-served model, and the closed-form least-squares baseline.
+"""The regression network (`build`: an MLP with a linear skip, or the linear AR model), its
+training model and loss (`regressor`), the served model (`serving`), its predictions
+(`predict`), and the closed-form least-squares baseline.
 
 Shapes: raw features `[B, F]` (float32, as `data` gives them); the network standardizes
 them itself (a `Normalization` layer holding the training rows' mean and variance) and
@@ -11,10 +12,10 @@ own units `[B, 1]`. Every layer is a Keras built-in, so `model.keras` loads with
 from __future__ import annotations
 
 import common  # noqa: F401  (Keras 2 before TensorFlow)
+from common.losses import AdaptiveHuber, Huber
+
 import numpy as np
 import tensorflow as tf
-
-from common.losses import AdaptiveHuber, Huber
 
 LOSSES = ("mse", "huber", "adaptive_huber")
 MODELS = ("mlp", "linear")
@@ -29,7 +30,7 @@ def whitening(features: np.ndarray) -> np.ndarray:
     return vectors * np.where(kept, 1.0 / np.sqrt(np.where(kept, values, 1.0)), 0.0)
 
 
-def build_network(kind: str, train_features: np.ndarray, hidden_units=(32,),
+def build(kind: str, train_features: np.ndarray, hidden_units=(32,),
                   dropout: float = 0.2, weight_decay: float = 1e-4,
                   name: str = "") -> tf.keras.Model:
     """Raw features `[B, F]` → standardized prediction `[B, 1]`, standardized with the
@@ -115,8 +116,8 @@ class Regressor(tf.keras.Model):
         return float(self.adaptive_huber.delta), float(self.adaptive_huber.scale)
 
 
-def build(network: tf.keras.Model, loss: str, huber_delta: float, learning_rate: float,
-          delta_learning_rate: float = 0.05, jit_compile: bool = False) -> Regressor:
+def regressor(network: tf.keras.Model, loss: str, huber_delta: float, learning_rate: float,
+              delta_learning_rate: float = 0.05, jit_compile: bool = False) -> Regressor:
     """A compiled `Regressor` around `network`. Call inside `strategy.scope()`.
 
     mse: Keras' mean squared error; huber: `common.losses.Huber(huber_delta)`;
@@ -192,28 +193,35 @@ class ValidationStopping(tf.keras.callbacks.Callback):
             self.model.load_weights(self.path)
 
 
-def served(networks: list[tf.keras.Model], target_mean: float, target_std: float,
-           offsets: list[float]) -> tf.keras.Model:
-    """Raw features `[B, F]` → prediction in target units `[B, 1]`: the mean of `networks`
-    (an ensemble over seeds), each shifted by its `offsets` entry (standardized units) and
-    rescaled with the training rows' target mean and standard deviation."""
+def serving(networks: list[tf.keras.Model], target_mean: float, target_std: float,
+            offsets: list[float]):
+    """(served, signature): the Keras model from raw features `[B, F]` to the prediction
+    in target units `[B, 1]`, and the SavedModel's signature (raw features `[B, F]`
+    float32 → {"prediction": [B]}).
+
+    The prediction is the mean of `networks` (an ensemble over seeds), each shifted by its
+    `offsets` entry (standardized units) and rescaled with the training rows' target mean
+    and standard deviation.
+    """
     inputs = tf.keras.Input(shape=(networks[0].input_shape[-1],), name="features")
     outputs = [tf.keras.layers.Rescaling(target_std, target_mean + target_std * offset,
                                          name=f"to_target_units_{index}")(network(inputs))
                for index, (network, offset) in enumerate(zip(networks, offsets))]
     if len(outputs) > 1:
         outputs = [tf.keras.layers.Average(name="ensemble_mean")(outputs)]
-    return tf.keras.Model(inputs, outputs[0], name="volatility_regressor")
+    served = tf.keras.Model(inputs, outputs[0], name="volatility_regressor")
 
-
-def serving(model: tf.keras.Model):
-    """The SavedModel's signature: raw features `[B, F]` float32 → {"prediction": [B]}."""
-    @tf.function(input_signature=[tf.TensorSpec([None, model.input_shape[-1]], tf.float32,
+    @tf.function(input_signature=[tf.TensorSpec([None, served.input_shape[-1]], tf.float32,
                                                 name="features")])
     def serve(features):
-        return {"prediction": model(features, training=False)[:, 0]}
+        return {"prediction": served(features, training=False)[:, 0]}
 
-    return serve
+    return served, serve
+
+
+def predict(served: tf.keras.Model, features: np.ndarray) -> np.ndarray:
+    """Predictions `[N]` float64 of a model from `serving` for raw features `[N, F]`."""
+    return served(features.astype(np.float32)).numpy()[:, 0].astype(np.float64)
 
 
 def least_squares(features: np.ndarray, target: np.ndarray):

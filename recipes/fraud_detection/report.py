@@ -9,11 +9,11 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
+from common import intervals  # noqa: E402
+
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from sklearn.metrics import precision_recall_curve  # noqa: E402
-
-from common import intervals  # noqa: E402
 
 ISLR = "James, Witten, Hastie & Tibshirani, An Introduction to Statistical Learning (1st ed.)"
 CARAVAN_SOURCE = (f"{ISLR}, §4.6.6 lab: Caravan, features standardised, the first 1,000 rows "

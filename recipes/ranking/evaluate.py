@@ -8,38 +8,12 @@ bootstrap interval; "beats" is the paired difference on the same lists.
 
 from __future__ import annotations
 
+from common import intervals, metrics
+
 import numpy as np
 import pandas as pd
-import tensorflow as tf
 
-from common import intervals, metrics
 from recipes.ranking.data import Lists
-
-
-def scores(scorers: list[tf.keras.Model], lists: Lists,
-           batch_size: int = 4096) -> list[np.ndarray]:
-    """Scores [N, L] of the lists' movies for their users, one array per scorer.
-
-    The scorers (one per seed) share one architecture, so one function traced once
-    scores them all, each scorer's weights copied in turn into one clone: `predict`
-    traces a new function per model, and from the fifth seed on TensorFlow warns of
-    retracing.
-    """
-    clone = tf.keras.models.clone_model(scorers[0])
-
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.int32),
-                                  tf.TensorSpec([None, None], tf.int32)])
-    def score(user, movie):
-        return clone({"user": user, "movie": movie}, training=False)
-
-    seed_scores = []
-    for scorer in scorers:
-        clone.set_weights(scorer.get_weights())
-        batches = [score(lists.users[start:start + batch_size],
-                         lists.movies[start:start + batch_size])
-                   for start in range(0, len(lists), batch_size)]
-        seed_scores.append(np.concatenate(batches).astype(np.float64))
-    return seed_scores
 
 
 def baseline_scores(train_table: pd.DataFrame, lists: Lists, num_movies: int,

@@ -9,7 +9,7 @@ in a fresh process without custom objects:
     movie = movie id embedding + W features(m)
 
 where features(m) are the movie's genres, release decade and statistics of the training
-ratings (train.py: `data.rating_statistics`). `serving_model` puts integer lookups of
+ratings (train.py: `data.rating_statistics`). `serving` puts integer lookups of
 the raw MovieLens ids in front of it. `RankingModel` (a `tfrs.Model`) trains the scorer
 with a list loss from `common.losses` and, with `rating_weight` > 0, an auxiliary rating
 term: the scores plus a user bias and the mean label regress the labels (MSE).
@@ -18,18 +18,18 @@ term: the scores plus a user bias and the mean label regress the labels (MSE).
 from __future__ import annotations
 
 import common  # noqa: F401  (Keras 2 before TensorFlow)
+from common import losses
+
 import numpy as np
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
-
-from common import losses
 
 LOSSES = ("ranknet", "pairwise_hinge", "mse", "listmle")
 LIST_LOSSES = {"ranknet": losses.ranknet_loss, "pairwise_hinge": losses.pairwise_hinge_loss,
                "listmle": losses.listmle_loss, "mse": losses.listwise_mse}
 
 
-def build_scorer(num_users: int, num_movies: int, movie_features: np.ndarray,
+def build(num_users: int, num_movies: int, movie_features: np.ndarray,
                  embedding_dim: int = 32, hidden_units: tuple[int, ...] = (64, 16),
                  l2: float = 0.0) -> tf.keras.Model:
     """Scores [B, L] of users [B] and their lists of movies [B, L] (integer codes).
@@ -76,12 +76,13 @@ def build_scorer(num_users: int, num_movies: int, movie_features: np.ndarray,
     return scorer
 
 
-def serving_model(scorer: tf.keras.Model, user_ids: np.ndarray,
-                  movie_ids: np.ndarray) -> tf.keras.Model:
-    """Scores [B, L] of raw ids: users [B] int64, movies [B, L] int64 (MovieLens ids).
+def serving(scorer: tf.keras.Model, user_ids: np.ndarray, movie_ids: np.ndarray):
+    """(ranker, signature): the Keras model that scores raw ids, and the SavedModel's
+    serving signature (raw ids in, {"scores": [B, L]} out).
 
-    Code c is the id at index c - 1 of `user_ids` / `movie_ids`; an unknown id maps to
-    code 0, the padding row.
+    Scores [B, L] of raw ids: users [B] int64, movies [B, L] int64 (MovieLens ids). Code
+    c is the id at index c - 1 of `user_ids` / `movie_ids`; an unknown id maps to code
+    0, the padding row.
     """
     user = tf.keras.Input(shape=(), dtype=tf.int64, name="user")
     movie = tf.keras.Input(shape=(None,), dtype=tf.int64, name="movie")
@@ -91,18 +92,40 @@ def serving_model(scorer: tf.keras.Model, user_ids: np.ndarray,
                                                mask_token=None, num_oov_indices=1,
                                                name=f"{name}_code")
         codes[name] = tf.cast(lookup(raw), tf.int32)
-    return tf.keras.Model({"user": user, "movie": movie}, scorer(codes), name="ranker")
-
-
-def serving_function(ranker: tf.keras.Model) -> tf.types.experimental.GenericFunction:
-    """The SavedModel signature: raw ids in, {"scores": [B, L]} out."""
+    ranker = tf.keras.Model({"user": user, "movie": movie}, scorer(codes), name="ranker")
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.int64, name="user"),
                                   tf.TensorSpec([None, None], tf.int64, name="movie")])
     def serve(user, movie):
         return {"scores": ranker({"user": user, "movie": movie}, training=False)}
 
-    return serve
+    return ranker, serve
+
+
+def predict(scorers: list[tf.keras.Model], users: np.ndarray, movies: np.ndarray,
+            batch_size: int = 4096) -> list[np.ndarray]:
+    """Scores [N, L] float64 of `movies` [N, L] for `users` [N] (codes), one array per
+    scorer.
+
+    The scorers (one per seed) share one architecture, so one function traced once
+    scores them all, each scorer's weights copied in turn into one clone: `predict`
+    traces a new function per model, and from the fifth seed on TensorFlow warns of
+    retracing.
+    """
+    clone = tf.keras.models.clone_model(scorers[0])
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.int32),
+                                  tf.TensorSpec([None, None], tf.int32)])
+    def score(user, movie):
+        return clone({"user": user, "movie": movie}, training=False)
+
+    seed_scores = []
+    for scorer in scorers:
+        clone.set_weights(scorer.get_weights())
+        batches = [score(users[start:start + batch_size], movies[start:start + batch_size])
+                   for start in range(0, len(users), batch_size)]
+        seed_scores.append(np.concatenate(batches).astype(np.float64))
+    return seed_scores
 
 
 class RankingModel(tfrs.Model):

@@ -26,6 +26,11 @@ REFERENCES = {
 }
 
 
+def references(protocol: str) -> list[dict]:
+    """The published numbers a run of `protocol` is compared with, each with its source."""
+    return REFERENCES.get(protocol, [])
+
+
 def ranking_table(loss: str, metrics: dict, baselines: dict, headline: str) -> dict:
     """Model and baselines, one row each: headline [95% CI], then the other metrics."""
     columns = [headline] + [name for name in ("mrr", "ndcg") if name != headline]

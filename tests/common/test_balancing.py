@@ -2,12 +2,12 @@
 
 import itertools
 
+from common import balancing
+
 import numpy as np
 import pytest
 import tensorflow as tf
 from scipy import optimize
-
-from common import balancing
 
 
 def numpy_pcgrad(gradients, orders):

@@ -8,11 +8,12 @@ any other op) runs in `_FRESH`, started at collection.
 import json
 import types
 
+from common import distribute
+from common.distribute import StrategyError
+
 import pytest
 import tensorflow as tf
 
-from common import distribute
-from common.distribute import StrategyError
 from tests.common import FreshProcess
 
 # name → TF_CONFIG (None: unset). The first ones fail in common's own checks; the last
@@ -120,7 +121,7 @@ def test_split_cpu_with_the_current_count_is_fine():
 
 
 def test_strategy_error_is_a_value_error():
-    # training.cli turns ValueError into one error line and exit status 2.
+    # common.cli turns ValueError into one error line and exit status 2.
     assert issubclass(StrategyError, ValueError)
 
 

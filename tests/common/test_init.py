@@ -1,12 +1,13 @@
 """`import common` selects Keras 2 (tf-keras), and fails clearly when it is too late to."""
 
 import json
-import re
 import os
+import re
 import subprocess
 import sys
 
 import common  # noqa: F401
+
 import tensorflow as tf
 import tf_keras
 

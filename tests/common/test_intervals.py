@@ -1,11 +1,11 @@
 """Intervals against the normal approximation, SciPy's own bootstrap, and brute force."""
 
+from common import intervals
+from common.intervals import Interval
+
 import numpy as np
 import pytest
 from scipy import stats
-
-from common import intervals
-from common.intervals import Interval
 
 
 def test_mean_interval_is_mean_plus_minus_1_96_standard_errors():
@@ -89,3 +89,28 @@ def test_show_is_the_one_format():
 def test_bad_values_raise(values):
     with pytest.raises(ValueError):
         intervals.mean(values, seed=0)
+
+
+def test_over_seeds_and_rows_is_the_seed_mean_and_widens_with_seed_spread():
+    rng = np.random.default_rng(0)
+    rows = rng.normal(size=200)
+    same = [(rows,), (rows,), (rows,)]
+    apart = [(rows - 1.0,), (rows,), (rows + 1.0,)]
+    tight = intervals.over_seeds_and_rows(np.mean, same, seed=1)
+    wide = intervals.over_seeds_and_rows(np.mean, apart, seed=1)
+    assert tight.value == pytest.approx(rows.mean()) and wide.value == pytest.approx(rows.mean())
+    # Identical seeds: only the rows vary, as a plain bootstrap of the rows says.
+    plain = intervals.statistic(np.mean, rows, seed=1)
+    assert tight.high - tight.low == pytest.approx(plain.high - plain.low, rel=0.25)
+    assert (wide.high - wide.low) > 3 * (tight.high - tight.low)
+    with pytest.raises(ValueError, match="share one"):
+        intervals.over_seeds_and_rows(np.mean, [(rows,), (rows[:5],)], seed=1)
+
+
+def test_seed_tolerance_is_three_standard_errors_of_the_seed_mean():
+    values = [0.5, 0.7, 0.6, 0.8]
+    expected = 3 * np.std(values, ddof=1) / np.sqrt(4)
+    assert intervals.seed_tolerance(values) == pytest.approx(expected)
+    assert intervals.seed_tolerance([1.0, 1.0], floor=0.01) == 0.01
+    with pytest.raises(ValueError):
+        intervals.seed_tolerance([1.0])

@@ -1,10 +1,10 @@
 """Evaluation metrics against scikit-learn, SciPy and brute-force loops."""
 
+from common import metrics
+
 import numpy as np
 import pytest
 from sklearn.metrics import mean_squared_error, ndcg_score
-
-from common import metrics
 
 LISTS, ITEMS = 40, 7
 

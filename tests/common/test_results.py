@@ -5,12 +5,11 @@ import math
 import platform
 import re
 
+from common import results
+
 import numpy as np
 import pytest
 import tensorflow as tf
-
-from common import results
-
 
 # --- fingerprint ---------------------------------------------------------------------
 

@@ -10,29 +10,25 @@ import subprocess
 import sys
 import zipfile
 
+from common import cli, models, results, rundir, training
+from common.config import Shared
+
 import numpy as np
 import pytest
 import tensorflow as tf
-
-from common import cli, models, results, rundir, training
-from common import flags as common_flags
-
-FLAGS = common_flags.FLAGS
 
 
 @pytest.fixture(autouse=True)
 def _isolated(monkeypatch, tmp_path):
     monkeypatch.setattr(results, "RESULTS_DIR", tmp_path / "published")
     yield
-    FLAGS.unparse_flags()
     rundir.release_locks()
 
 
 def _start(model_dir, *flags, recipe="toy") -> training.Run:
     argv = [f"--model_dir={model_dir}", "--strategy=cpu", "--epochs=2",
             "--global_batch_size=4", "--backup_seconds=0", *flags]
-    common_flags.parse(argv)
-    return training.start(recipe, common_flags.settings(argv))
+    return training.start(recipe, cli.parse(Shared, argv))
 
 
 def _model(run):
@@ -109,6 +105,13 @@ def test_overwrite_deletes_only_at_the_first_write_after_inputs_are_checked(tmp_
     run.path("x")
     assert not (tmp_path / "run" / "results.json").exists()
     assert (tmp_path / "run" / "run.json").exists()
+
+
+def test_overwrite_trains_again_rather_than_load_the_old_weights(tmp_path):
+    _finished(tmp_path / "run")
+    run = _start(tmp_path / "run", "--overwrite")
+    assert training.fit(run, _model(run), _examples(), epochs=2) is not None  # trained
+    assert len(training.history(run)) == 2
 
 
 # --- symbolic links and corrupted files in a run directory ---------------------------
@@ -194,14 +197,13 @@ def test_default_directories_of_runs_in_the_same_second_differ(tmp_path, monkeyp
 # --- SIGTERM, a full disk, a non-finite loss ----------------------------------------
 
 def test_sigterm_ends_with_one_line_143_and_no_lock(tmp_path, capsys):
-    common_flags.parse([f"--model_dir={tmp_path / 'run'}", "--strategy=cpu"])
-
-    def train():
-        run = training.start("toy", common_flags.settings([]))
+    def train(config):
+        run = training.start("toy", config)
         run.path("x")
         os.kill(os.getpid(), signal.SIGTERM)
 
-    assert cli.run(train, {}, []) == 143
+    config = Shared(model_dir=str(tmp_path / "run"), strategy="cpu")
+    assert cli.run(train, config) == 143
     assert "terminated (SIGTERM); rerun the same command" in capsys.readouterr().err
     assert not (tmp_path / "run" / "lock").exists()
 
@@ -212,11 +214,10 @@ def test_sigterm_ends_with_one_line_143_and_no_lock(tmp_path, capsys):
     tf.errors.UnknownError(None, None, "Failed to write: No space left on device"),
 ])
 def test_a_full_disk_is_one_line_that_says_to_free_space_and_resume(capsys, error):
-    def train():
+    def train(config):
         raise error
 
-    common_flags.parse([])
-    assert cli.run(train, {}, []) == 2
+    assert cli.run(train, Shared()) == 2
     message = capsys.readouterr().err.strip().splitlines()
     assert len(message) == 1 and "free some space and rerun the same command" in message[0]
 
@@ -234,8 +235,8 @@ def test_a_non_finite_loss_says_what_to_check(tmp_path):
                                   "--learning_rate=nan", "--backup_seconds=inf"])
 def test_shared_numeric_flags_are_finite_and_in_range(flag):
     name = flag[2:].split("=")[0]
-    with pytest.raises(common_flags.flags.IllegalFlagValueError, match=f"--{name}"):
-        common_flags.parse([flag])
+    with pytest.raises(cli.FlagError, match=f"--{name}"):
+        cli.parse(Shared, [flag])
 
 
 # --- loading a model file from outside the run ---------------------------------------

@@ -4,11 +4,11 @@ import os
 import re
 import types
 
+from common import timing
+
 import numpy as np
 import pytest
 import tensorflow as tf
-
-from common import timing
 
 
 def _scripted_clock(monkeypatch, times):

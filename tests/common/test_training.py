@@ -6,29 +6,26 @@ import socket
 import subprocess
 import sys
 
+from common import callbacks, cli, intervals, metrics, results, training
+from common.config import Shared
+
 import numpy as np
 import pytest
 import tensorflow as tf
-
-from common import flags as common_flags
-from common import callbacks, intervals, metrics, results, training
-
-FLAGS = common_flags.FLAGS
 
 
 @pytest.fixture(autouse=True)
 def _isolated(monkeypatch, tmp_path):
     """Published records go to tmp_path/published; flags are unparsed afterwards."""
     monkeypatch.setattr(results, "RESULTS_DIR", tmp_path / "published")
+    monkeypatch.setattr(results, "git_commit", lambda: "0" * 40)  # a clean tree
     yield
-    FLAGS.unparse_flags()
 
 
 def _start(model_dir, *flags) -> training.Run:
     """A run of the recipe "toy" as `train.py --model_dir=... --strategy=cpu *flags`."""
     argv = [f"--model_dir={model_dir}", "--strategy=cpu", *flags]
-    common_flags.parse(argv)
-    return training.start("toy", common_flags.settings(argv))
+    return training.start("toy", cli.parse(Shared, argv))
 
 
 def _stream(examples, run, first_epoch=0):
@@ -39,7 +36,7 @@ def _stream(examples, run, first_epoch=0):
 def _epochs(stream, steps: int, count: int) -> list[np.ndarray]:
     """The first `count` epochs of a stream, each as one array of example ids."""
     batches = list(stream.take(steps * count).as_numpy_iterator())
-    assert all(len(batch) == FLAGS.global_batch_size for batch in batches)
+    assert len({len(batch) for batch in batches}) == 1
     return [np.concatenate(batches[e * steps:(e + 1) * steps]) for e in range(count)]
 
 
@@ -165,7 +162,9 @@ def test_fit_raises_on_a_nan_loss_after_one_step(tmp_path):
 
 def test_metrics_jsonl_stays_json_with_a_nan_loss(tmp_path):
     run = _start(tmp_path / "run")
-    callbacks.EpochLog("toy", run.path("metrics.jsonl"), 1, "").on_epoch_end(0, {"loss": np.float32("nan")})
+    callbacks.EpochLog("toy", run.path("metrics.jsonl"), 1, "").on_epoch_end(
+        0, {"loss": np.float32("nan")}
+    )
 
     def refuse(constant):
         raise ValueError(constant)
@@ -179,8 +178,7 @@ def test_publish_writes_record_and_artifacts_under_results(tmp_path):
     flagfile.write_text("--epochs=1\n")
     argv = [f"--flagfile={flagfile}", f"--model_dir={tmp_path / 'run'}", "--strategy=cpu",
             "--publish"]
-    common_flags.parse(argv)
-    run = training.start("toy", common_flags.settings(argv))
+    run = training.start("toy", cli.parse(Shared, argv))
     assert run.config == "smoke"
     assert run.command == "python train.py " + " ".join(argv)
     plot = run.path("ndcg.png")
@@ -192,6 +190,15 @@ def test_publish_writes_record_and_artifacts_under_results(tmp_path):
     assert results.load(published) == results.load(run.model_dir / "results.json")
     assert results.load(published)["metrics"] == {"ndcg": 0.75}
     assert (published.parent / "smoke-ndcg.png").read_bytes() == b"\x89PNG not really"
+
+
+def test_publish_refuses_a_tree_with_uncommitted_changes(tmp_path, monkeypatch):
+    monkeypatch.setattr(results, "git_commit", lambda: "0" * 40 + "+dirty")
+    run = _start(tmp_path / "run", "--publish")
+    with pytest.raises(ValueError, match="--publish: the work tree has uncommitted changes"):
+        run.path("x")  # the first write, before anything trains
+    assert not run.model_dir.exists()
+    assert not (tmp_path / "published").exists()
 
 
 def test_publish_only_from_the_chief(tmp_path):
@@ -391,20 +398,20 @@ def test_finish_writes_intervals_as_ci_keys(tmp_path):
 # --- smoke settings and help ---------------------------------------------------------
 
 def test_smoke_values_apply_unless_the_command_line_sets_them(tmp_path):
+    class Smoky(Shared):
+        SMOKE = {"epochs": 2, "global_batch_size": 8}
+
     flagfile = tmp_path / "big.cfg"
     flagfile.write_text("--epochs=30\n--global_batch_size=512\n")
-    argv = [f"--flagfile={flagfile}", "--smoke", "--global_batch_size=16"]
-    common_flags.parse(argv)
-    common_flags.apply_smoke({"epochs": 2, "global_batch_size": 8}, argv)
-    assert (FLAGS.epochs, FLAGS.global_batch_size) == (2, 16)
-    assert common_flags.settings(argv).epochs == 2  # what flags.json and the record hold
-    common_flags.parse(["--epochs=30"])
-    common_flags.apply_smoke({"epochs": 2}, ["--epochs=30"])  # no --smoke: nothing changes
-    assert FLAGS.epochs == 30
+    config = cli.parse(Smoky, [f"--flagfile={flagfile}", "--smoke", "--global_batch_size=16"])
+    assert (config.epochs, config.global_batch_size) == (2, 16)
+    assert config.flags["epochs"] == 2  # what flags.json and the record hold
+    assert config.preset == "big"
+    assert cli.parse(Smoky, ["--epochs=30"]).epochs == 30  # no --smoke: nothing changes
 
 
 def test_help_text_lists_the_shared_flags():
-    text = common_flags.help_text("no recipe module")
+    text = cli.help_text(Shared)
     for flag in ("--smoke", "--epochs", "--dataset", "--model_dir", "--strategy",
                  "--global_batch_size", "--publish", "--overwrite"):
         assert flag in text

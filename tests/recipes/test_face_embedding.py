@@ -1,7 +1,8 @@
-"""Face embedding recipe: smoke runs (one device, 2-replica mirrored, crash and resume,
---init_from), the kept model in a fresh process, the loaders on files of each layout
-written here, P x K batches and augmentation, the protocols and baselines against
-scikit-learn / NumPy brute force, and each bad input."""
+"""Face embedding recipe: smoke runs in this process (one device, 2-replica mirrored,
+crash and resume, --init_from), the kept model in a fresh process, the loaders on files
+of each layout written here, P x K batches and augmentation, the protocols and baselines
+against scikit-learn / NumPy brute force, references from the data, and each bad input
+(one real command line for the exit status of a refused flag)."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from sklearn.decomposition import PCA
 from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
 from sklearn.neighbors import KNeighborsClassifier
 
-from recipes.face_embedding import data, evaluate, synthetic
+from recipes.face_embedding import augment, data, evaluate, protocols, report, synthetic
 
 RECIPE = "face_embedding"
 FOLDER = Path(__file__).resolve().parents[2] / "recipes" / RECIPE
@@ -62,16 +63,16 @@ def write_yale(root: Path, people: int, conditions=("glasses", "happy", "normal"
 # ---------------------------------------------------------------- runs
 
 
-def test_smoke_mirrored_resume_and_the_kept_model(run_recipe, tmp_path):
+def test_smoke_mirrored_resume_and_the_kept_model(train_recipe, tmp_path):
     """The docstring's command with --smoke learns on one device and on 2 replicas (the
     same first-epoch loss: mining over the global batch); a crashed run resumes to the
     same weights; model.keras and the SavedModel reproduce the run's embeddings in a
     fresh process."""
     # Without dropout: its masks are drawn per replica, so only then must the losses agree.
-    single = run_recipe(RECIPE, *default_command_args(), "--smoke", "--strategy=cpu",
+    single = train_recipe(RECIPE, *default_command_args(), "--smoke", "--strategy=cpu",
                         "--dropout=0")
     assert single.returncode == 0, single
-    mirrored = run_recipe(RECIPE, *default_command_args(), "--smoke", "--strategy=mirrored",
+    mirrored = train_recipe(RECIPE, *default_command_args(), "--smoke", "--strategy=mirrored",
                           "--num_cpu_devices=2", "--dropout=0")
     assert mirrored.returncode == 0, mirrored
     for run in (single, mirrored):
@@ -87,19 +88,20 @@ def test_smoke_mirrored_resume_and_the_kept_model(run_recipe, tmp_path):
                                single.record["history"][0]["loss"], rtol=1e-2)
 
     crash_dir = tmp_path / "crashed"
-    crashed = run_recipe(RECIPE, "--smoke", "--strategy=cpu", f"--model_dir={crash_dir}",
-                         "--dropout=0", "--simulate_crash_at_step=15", "--backup_seconds=0")
-    assert crashed.returncode != 0 and crashed.record is None
-    resumed = run_recipe(RECIPE, "--smoke", "--strategy=cpu", f"--model_dir={crash_dir}",
-                         "--dropout=0")
+    crashed = train_recipe(RECIPE, "--smoke", "--strategy=cpu", f"--model_dir={crash_dir}",
+                           "--dropout=0", "--simulate_crash_at_step=15", "--backup_seconds=0")
+    assert crashed.returncode == "traceback" and crashed.record is None, crashed
+    assert "simulated crash" in crashed.stderr.lower(), crashed.stderr[-1500:]
+    resumed = train_recipe(RECIPE, "--smoke", "--strategy=cpu", f"--model_dir={crash_dir}",
+                           "--dropout=0")
     assert resumed.returncode == 0, resumed
     assert "resuming" in resumed.stdout
     assert resumed.record["weights_fingerprint"] == single.record["weights_fingerprint"]
 
     # A fine-tuning run starts from the smoke run's weights: its "untrained" network is
     # the smoke run's network, so it scores exactly what that network scored.
-    tuned = run_recipe(RECIPE, "--smoke", "--strategy=cpu", "--dropout=0",
-                       f"--init_from={single.model_dir}")
+    tuned = train_recipe(RECIPE, "--smoke", "--strategy=cpu", "--dropout=0",
+                         f"--init_from={single.model_dir}")
     assert tuned.returncode == 0, tuned
     for name in ("roc_auc", "recall_at_1"):
         assert tuned.record["baselines"]["untrained_network"][name] == pytest.approx(
@@ -107,7 +109,7 @@ def test_smoke_mirrored_resume_and_the_kept_model(run_recipe, tmp_path):
 
     model_dir = Path(single.model_dir)
     assert set(single.record["models"]["model"].values()) == {"model.keras", "saved_model"}
-    check = f"""
+    check = """
 import sys, numpy as np, common.models, tensorflow as tf
 saved = np.load(sys.argv[1] + "/test_embeddings.npz")
 keras = common.models.load_model(sys.argv[1] + "/model.keras")  # safe mode: as --init_from
@@ -123,14 +125,14 @@ print("reproduced", len(out))
     assert fresh.returncode == 0 and "reproduced 32" in fresh.stdout, fresh.stderr[-2000:]
 
 
-def test_per_identity_on_an_att_folder_against_scikit_learn(run_recipe, tmp_path):
+def test_per_identity_on_an_att_folder_against_scikit_learn(train_recipe, tmp_path):
     """AT&T layout at its own size, per_identity:2: the record's classic baselines are
     scikit-learn's 1-NN on the same pixels; *_native at 2x the input size."""
     root = tmp_path / "att"
     write_tree(root, {f"s{i}": 4 for i in range(1, 7)}, size=(24, 28))
-    run = run_recipe(RECIPE, f"--dataset=folder:{root}", "--protocol=per_identity:2",
-                     "--image_size=12x14", "--global_batch_size=8", "--images_per_identity=2",
-                     "--epochs=1", "--steps_per_epoch=3", "--embedding_dim=8")
+    run = train_recipe(RECIPE, f"--dataset=folder:{root}", "--protocol=per_identity:2",
+                       "--image_size=12x14", "--global_batch_size=8", "--images_per_identity=2",
+                       "--epochs=1", "--steps_per_epoch=3", "--embedding_dim=8")
     assert run.returncode == 0, run
     record = run.record
     assert record["dataset"]["native_size"] == [24, 28]
@@ -146,14 +148,18 @@ def test_per_identity_on_an_att_folder_against_scikit_learn(run_recipe, tmp_path
             pytest.approx(error)
     assert 0.0 <= record["metrics"]["identification_error"] <= 1.0
     assert "identification_error_ci_low" in record["metrics"]
+    assert record["headline"] == "identification_error"
+    # Not a known face set: no published numbers, the source is only the flag.
+    assert record["references"] == []
+    assert record["dataset"]["source"] == f"--dataset=folder:{root}"
 
 
-def test_kfold_runs_one_network_per_fold_with_leave_one_out_baselines(run_recipe, tmp_path):
+def test_kfold_runs_one_network_per_fold_with_leave_one_out_baselines(train_recipe, tmp_path):
     root = tmp_path / "yale"
     write_yale(root, 4)
-    run = run_recipe(RECIPE, f"--dataset=folder:{root}", "--protocol=kfold:2",
-                     "--global_batch_size=8", "--images_per_identity=2", "--epochs=1",
-                     "--steps_per_epoch=2", "--embedding_dim=8")
+    run = train_recipe(RECIPE, f"--dataset=folder:{root}", "--protocol=kfold:2",
+                       "--global_batch_size=8", "--images_per_identity=2", "--epochs=1",
+                       "--steps_per_epoch=2", "--embedding_dim=8")
     assert run.returncode == 0, run
     assert {line["model"] for line in run.record["history"]} == {"fold1", "fold2"}
     assert "raw_pixels_leave_one_out" in run.record["baselines"]
@@ -235,10 +241,10 @@ def test_synthetic_is_deterministic_at_any_aspect():
 # ---------------------------------------------------------------- batches, augmentation
 
 
-def test_pk_stream_is_class_balanced_and_a_function_of_seed_and_epoch():
+def test_stream_is_class_balanced_and_a_function_of_seed_and_epoch():
     labels = np.repeat(np.arange(10), [3, 4, 5, 3, 6, 3, 4, 3, 5, 3]).astype(np.int32)
     images = np.arange(len(labels), dtype=np.float32).reshape(-1, 1, 1, 1)
-    stream = data.pk_stream(images, labels, 4, 3, seed=5, steps_per_epoch=2, augment=False)
+    stream = data.stream(images, labels, 4, 3, seed=5, steps_per_epoch=2, augmented=False)
     dataset, steps = stream(0)
     assert steps == 2
     batches = [(x.numpy().ravel().astype(int), y.numpy()) for x, y in dataset.take(6)]
@@ -248,9 +254,11 @@ def test_pk_stream_is_class_balanced_and_a_function_of_seed_and_epoch():
         assert (groups == groups[:, :1]).all()  # K contiguous images of one person
         assert len(np.unique(groups[:, 0])) == 4  # P distinct people
         assert all(len(set(row)) == 3 for row in index.reshape(4, 3))  # distinct images
-    resumed = next(iter(stream(2)[0]))  # epoch 2 starts at step 4
-    np.testing.assert_array_equal(resumed[0].numpy().ravel(), batches[4][0])
-    other = next(iter(data.pk_stream(images, labels, 4, 3, 6, 2, False)(0)[0]))
+    for first_epoch in (1, 2):  # epoch e starts at step 2e, whatever came before
+        resumed = [x.numpy().ravel() for x, _ in stream(first_epoch)[0].take(2)]
+        for offset, index in enumerate(resumed):
+            np.testing.assert_array_equal(index, batches[2 * first_epoch + offset][0])
+    other = next(iter(data.stream(images, labels, 4, 3, 6, 2, False)(0)[0]))
     assert not np.array_equal(other[0].numpy().ravel(), batches[0][0])
 
 
@@ -260,15 +268,15 @@ def test_augmentation_flip_crop_and_lighting_against_numpy(monkeypatch):
     images = np.random.default_rng(0).random((6, 8, 10, 1)).astype(np.float32)
     key = tf.constant([1, 2], tf.int64)
     neutral = {"crop": 0.0, "flip": 1.0, "brightness": 0.0, "contrast": 0.0, "lighting": 0.0}
-    monkeypatch.setattr(data, "AUGMENT", neutral)
-    np.testing.assert_allclose(data.augment_faces(tf.constant(images), key).numpy(),
+    monkeypatch.setattr(augment, "AUGMENT", neutral)
+    np.testing.assert_allclose(augment.faces(tf.constant(images), key).numpy(),
                                images[:, :, ::-1], atol=1e-6)  # every image mirrored
-    monkeypatch.setattr(data, "AUGMENT", {**neutral, "flip": 0.0, "crop": 0.5})
-    cropped = data.augment_faces(tf.constant(images), key).numpy()
+    monkeypatch.setattr(augment, "AUGMENT", {**neutral, "flip": 0.0, "crop": 0.5})
+    cropped = augment.faces(tf.constant(images), key).numpy()
     assert cropped.shape == images.shape and not np.allclose(cropped, images)
     assert cropped.min() >= images.min() - 1e-6 and cropped.max() <= images.max() + 1e-6
-    monkeypatch.setattr(data, "AUGMENT", {**neutral, "flip": 0.0, "lighting": 0.5})
-    lit = data.augment_faces(tf.constant(np.full((50, 4, 9, 1), 0.5, np.float32)), key).numpy()
+    monkeypatch.setattr(augment, "AUGMENT", {**neutral, "flip": 0.0, "lighting": 0.5})
+    lit = augment.faces(tf.constant(np.full((50, 4, 9, 1), 0.5, np.float32)), key).numpy()
     ratio = lit[:, 0, :, 0] / 0.5 - 1.0  # a linear ramp across the width, through 1
     np.testing.assert_allclose(ratio[:, 4], 0.0, atol=1e-6)
     np.testing.assert_allclose(ratio[:, 0], -ratio[:, 8], atol=1e-6)
@@ -279,20 +287,59 @@ def test_augmentation_flip_crop_and_lighting_against_numpy(monkeypatch):
 
 
 def test_splits_of_each_protocol():
-    faces = data.Faces(np.zeros((30, 4, 4, 1), np.float32), np.repeat(np.arange(6), 5),
-                       [f"p{i}" for i in range(6)], [f"/d/p{i}" for i in range(6)], None, "x")
-    (fold,) = data.splits(faces, "per_identity:2", 0)
+    images = np.zeros((30, 4, 4, 1), np.float32)
+    faces = data.Faces(images, np.repeat(np.arange(6), 5), [f"p{i}" for i in range(6)],
+                       [f"/d/p{i}" for i in range(6)], images, "x")
+    (fold,) = protocols.make(faces, "per_identity:2", 0)
     np.testing.assert_array_equal(fold["train"][:4], [0, 1, 5, 6])
-    folds = data.splits(faces, "kfold:3", 0)
+    folds = protocols.make(faces, "kfold:3", 0)
     tested = np.sort(np.concatenate([f["test"] for f in folds]))
     np.testing.assert_array_equal(tested, np.arange(30))  # every image tested once
     for f in folds:
         assert not set(f["train"]) & set(f["test"])
-    (unseen,) = data.splits(faces, "unseen_identities", 0)
+    (unseen,) = protocols.make(faces, "unseen_identities", 0)
     people = [set(faces.labels[unseen[s]]) for s in ("train", "val", "test")]
     assert all(not a & b for a in people for b in people if a is not b)
     with pytest.raises(ValueError, match="/d/p0: 5 image"):
-        data.splits(faces, "per_identity:5", 0)
+        protocols.make(faces, "per_identity:5", 0)
+    with pytest.raises(ValueError, match="4 people, too few for --protocol=unseen"):
+        protocols.make(data.subset(faces, faces.labels < 4), "unseen_identities", 0)
+
+
+def test_positions_against_counting_the_earlier_images():
+    labels = np.random.default_rng(4).integers(0, 7, 200)  # interleaved people
+    expected = [np.sum(labels[:i] == label) for i, label in enumerate(labels)]
+    np.testing.assert_array_equal(data.positions(labels), expected)
+
+
+def _faces(people: int, per_person, native_size: tuple[int, int], places=None, name="x"):
+    """Faces of `people` with `per_person` images each (an int or a list), blank images
+    at `native_size` (width, height): what `data.collection` looks at."""
+    counts = np.broadcast_to(per_person, people)
+    labels = np.repeat(np.arange(people), counts).astype(np.int32)
+    native = np.zeros((len(labels), native_size[1], native_size[0], 1), np.float32)
+    places = places or [f"/d/s{i + 1}" for i in range(people)]
+    return data.Faces(native[:, :8, :8], labels, [f"s{i + 1}" for i in range(people)],
+                      places, native, name)
+
+
+def test_references_and_source_follow_from_the_data_and_protocol():
+    """Whatever the preset is called: the Yale and AT&T numbers come with data of their
+    shape under per_identity:5, and nothing comes with an unknown folder."""
+    yale = _faces(15, [10] + [11] * 14, (320, 243), [f"/y/subject{i:02d}.*" for i in range(15)])
+    att = _faces(40, 10, (92, 112))
+    assert data.collection(yale) == "yale" and data.collection(att) == "att_faces"
+    assert data.collection(_faces(40, 10, (92, 110))) is None  # another size
+    assert data.collection(_faces(15, 11, (320, 243))) is None  # folders, not Yale's files
+    assert report.references("yale", "per_identity:5") == report.REFERENCES["yale"]
+    assert report.references("att_faces", "per_identity:5") == report.REFERENCES["att_faces"]
+    assert report.references("olivetti", "per_identity:5") == report.REFERENCES["att_faces"]
+    assert report.references("yale", "kfold:5") == []  # the numbers are per_identity:5's
+    assert report.references(None, "per_identity:5") == []
+    assert report.references("synthetic", "unseen_identities") == \
+        report.REFERENCES["unseen_identities"]
+    assert report.source("yale", "folder:/y").startswith("The Yale Face Database")
+    assert report.source(None, "folder:/z") == "--dataset=folder:/z"
 
 
 def test_classic_baselines_against_scikit_learn():
@@ -355,38 +402,6 @@ def test_person_interval_matches_the_binomial_over_people():
 # ---------------------------------------------------------------- bad input
 
 
-def test_bad_inputs_fail_clearly_before_anything_is_written(run_recipe, tmp_path, repository):
-    empty = tmp_path / "empty"
-    (empty / "s1").mkdir(parents=True)
-    (empty / "s1" / ".hidden").write_text("")
-    few = tmp_path / "few"
-    write_tree(few, {"s1": 6, "s2": 6, "s3": 3})
-    broken = tmp_path / "broken"
-    write_tree(broken, {"s1": 6, "s2": 6})
-    (broken / "s2" / "7.pgm").write_bytes(b"not an image")
-    att = str(FOLDER / "configs" / "att_faces.cfg")
-    cases = [
-        ([f"--dataset=folder:{empty}"], "no face images found"),
-        ([f"--dataset=folder:{tmp_path / 'missing'}"], str(tmp_path / "missing")),
-        ([f"--dataset=folder:{few}", "--protocol=per_identity:5"], f"{few / 's3'}: 3 image"),
-        ([f"--dataset=folder:{broken}"], f"cannot read image {broken / 's2' / '7.pgm'}"),
-        ([f"--flagfile={att}"], "--dataset=folder:PATH"),
-        ([f"--dataset=folder:{few}", "--init_from=" + str(tmp_path)], "model.keras"),
-    ]
-    before = sorted((repository / "results" / RECIPE).glob("*"))
-    for args, expected in cases:
-        model_dir = tmp_path / "never"
-        run = run_recipe(RECIPE, *args, "--publish", f"--model_dir={model_dir}")
-        assert run.returncode == 2, (args, run)
-        assert expected in run.stderr, (args, run.stderr[-1500:])
-        # One line (TensorFlow's start-up lines aside, which common hides only when the
-        # environment does not set TF_CPP_MIN_LOG_LEVEL, as this test process's does).
-        assert run.stderr.strip().splitlines()[-1].startswith("error: "), run.stderr[-1500:]
-        assert "Traceback" not in run.stderr, run.stderr[-1500:]
-        assert not model_dir.exists(), args
-    assert sorted((repository / "results" / RECIPE).glob("*")) == before
-
-
 def write_armed_hdf5(run_dir: Path, marker: Path) -> None:
     """RUN_DIR/model.keras in the legacy HDF5 format, holding a Lambda layer whose
     bytecode creates `marker` when it runs (the legacy loader runs it while rebuilding)."""
@@ -404,9 +419,10 @@ def write_armed_hdf5(run_dir: Path, marker: Path) -> None:
     (run_dir / "model.h5").rename(run_dir / "model.keras")
 
 
-def test_bad_numbers_sizes_and_an_armed_init_from_are_refused(bad_inputs, tmp_path):
-    """Each bad value stops with a one-line error naming its flag, before anything is
-    written; the HDF5 model.keras of --init_from is refused without running its code."""
+def test_bad_inputs_fail_clearly_before_anything_is_written(bad_inputs, tmp_path, repository):
+    """Each bad flag, file or folder stops with a one-line error naming it, before
+    anything is written or published; the HDF5 model.keras of --init_from is refused
+    without running its code."""
     import tensorflow as tf
 
     marker, armed = tmp_path / "code_ran", tmp_path / "armed_run"
@@ -416,46 +432,74 @@ def test_bad_numbers_sizes_and_an_armed_init_from_are_refused(bad_inputs, tmp_pa
     tf.keras.models.load_model(armed / "model.keras", compile=False)
     assert marker.exists()
     marker.unlink()
-    cases = {
-        "init_from_hdf5": ([f"--init_from={armed}"], "--init_from"),
-        "image_size_zero": (["--image_size=0x0"], "--image_size"),
-        "image_size_absurd": (["--image_size=100000x32"], "--image_size"),
-        "weight_decay_negative": (["--weight_decay=-1"], "--weight_decay"),
-        "weight_decay_inf": (["--weight_decay=inf"], "--weight_decay"),
-        "weight_decay_huge": (["--weight_decay=1e30"], "--weight_decay"),
-        "dropout_above_one": (["--dropout=1.5"], "--dropout"),
-        "dropout_negative": (["--dropout=-0.5"], "--dropout"),
-        "dropout_one": (["--dropout=1"], "--dropout"),
-        "margin_nan": (["--margin=nan"], "--margin"),
-        "margin_huge": (["--margin=1e30"], "--margin"),
-        "embedding_dim_zero": (["--embedding_dim=0"], "--embedding_dim"),
-        "width_huge": (["--width=100000"], "--width"),
-        "steps_per_epoch_zero": (["--steps_per_epoch=0"], "--steps_per_epoch"),
-        "images_per_identity_one": (["--images_per_identity=1"], "--images_per_identity"),
-        "min_images_zero": (["--min_images_per_identity=0"], "--min_images_per_identity"),
-        "first_images_one": (["--first_images_per_identity=1"],
+    empty = tmp_path / "empty"
+    (empty / "s1").mkdir(parents=True)
+    (empty / "s1" / ".hidden").write_text("")
+    few = tmp_path / "few"
+    write_tree(few, {"s1": 6, "s2": 6, "s3": 3})
+    broken = tmp_path / "broken"
+    write_tree(broken, {"s1": 6, "s2": 6})
+    (broken / "s2" / "7.pgm").write_bytes(b"not an image")
+    att = FOLDER / "configs" / "att_faces.cfg"
+    cases = {  # name: (arguments, exit status, what the message names)
+        "folder_empty": ([f"--dataset=folder:{empty}"], 2, "no face images found"),
+        "folder_missing": ([f"--dataset=folder:{tmp_path / 'missing'}"], 2,
+                           str(tmp_path / "missing")),
+        "person_too_few": ([f"--dataset=folder:{few}", "--protocol=per_identity:5"], 2,
+                           f"{few / 's3'}: 3 image"),
+        "image_unreadable": ([f"--dataset=folder:{broken}"], 2,
+                             f"cannot read image {broken / 's2' / '7.pgm'}"),
+        "preset_without_data": ([f"--flagfile={att}"], 2, "--dataset=folder:PATH"),
+        "init_from_no_model": ([f"--dataset=folder:{few}", f"--init_from={tmp_path}"], 2,
+                               "model.keras"),
+        "init_from_hdf5": ([f"--init_from={armed}"], 2, "--init_from"),
+        "protocol_word": (["--protocol=per_identity:x"], 1, "--protocol must be"),
+        "protocol_leave_one_out": (["--protocol=leave_one_out"], 1, "leave-one-out is scored"),
+        "protocol_kfold_one": (["--protocol=kfold:1"], 1, "--protocol must be"),
+        "image_size_one_side": (["--image_size=32"], 1, "WIDTHxHEIGHT"),
+        "image_size_zero": (["--image_size=0x0"], 1, "--image_size"),
+        "image_size_absurd": (["--image_size=100000x32"], 1, "--image_size"),
+        "dataset_unknown": (["--dataset=imagenet"], 1, "--dataset must be"),
+        "dataset_folder_no_path": (["--dataset=folder:"], 1, "--dataset must be"),
+        "weight_decay_negative": (["--weight_decay=-1"], 1, "--weight_decay"),
+        "weight_decay_inf": (["--weight_decay=inf"], 1, "--weight_decay"),
+        "weight_decay_huge": (["--weight_decay=1e30"], 1, "--weight_decay"),
+        "dropout_above_one": (["--dropout=1.5"], 1, "--dropout"),
+        "dropout_negative": (["--dropout=-0.5"], 1, "--dropout"),
+        "dropout_one": (["--dropout=1"], 1, "--dropout"),
+        "margin_nan": (["--margin=nan"], 1, "--margin"),
+        "margin_zero": (["--margin=0"], 1, "--margin"),
+        "margin_huge": (["--margin=1e30"], 1, "--margin"),
+        "mining_unknown": (["--mining=hardest"], 1, "--mining"),
+        "embedding_dim_zero": (["--embedding_dim=0"], 1, "--embedding_dim"),
+        "width_huge": (["--width=100000"], 1, "--width"),
+        "steps_per_epoch_zero": (["--steps_per_epoch=0"], 1, "--steps_per_epoch"),
+        "images_per_identity_one": (["--images_per_identity=1"], 1, "--images_per_identity"),
+        "batch_not_p_times_k": (["--global_batch_size=30"], 2, "--images_per_identity=4"),
+        "min_images_zero": (["--min_images_per_identity=0"], 1, "--min_images_per_identity"),
+        "first_images_one": (["--first_images_per_identity=1"], 1,
                              "--first_images_per_identity"),
     }
+    before = sorted((repository / "results" / RECIPE).glob("*"))
     # --smoke: a case that got through would run in seconds, not train for minutes.
-    outcomes = bad_inputs(RECIPE, {name: ["--smoke", *args]
-                                   for name, (args, _) in cases.items()})
-    for name, (_, expected) in cases.items():
+    outcomes = bad_inputs(RECIPE, {name: ["--smoke", "--publish", *args]
+                                   for name, (args, _, _) in cases.items()})
+    for name, (_, status, expected) in cases.items():
         outcome = outcomes[name]
-        assert outcome["status"] in (1, 2), (name, outcome["stderr"][-1500:])
+        assert outcome["status"] == status, (name, outcome["stderr"][-1500:])
         assert expected in outcome["stderr"], (name, outcome["stderr"][-1500:])
+        assert len(outcome["stderr"].strip().splitlines()) == 1, (name, outcome["stderr"])
         assert outcome["written"] == [], (name, outcome["written"])
     assert not marker.exists()
+    assert sorted((repository / "results" / RECIPE).glob("*")) == before
 
 
-@pytest.mark.parametrize("flag, expected", [
-    ("--protocol=per_identity:x", "--protocol must be"),
-    ("--protocol=leave_one_out", "leave-one-out is scored"),
-    ("--image_size=32", "WIDTHxHEIGHT"),
-    ("--dataset=imagenet", "--dataset must be"),
-])
-def test_bad_flags_fail_at_parse(run_recipe, flag, expected):
-    run = run_recipe(RECIPE, flag)
-    assert run.returncode != 0 and expected in run.stderr, run.stderr[-800:]
+def test_the_command_line_refuses_a_bad_flag_with_exit_status_1(run_recipe):
+    """The real process: absl's one line and exit status 1, before TensorFlow starts."""
+    run = run_recipe(RECIPE, "--protocol=leave_one_out")
+    assert run.returncode == 1, run
+    assert "--protocol must be" in run.stderr and "Traceback" not in run.stderr, run.stderr
+    assert run.record is None and not run.model_dir.exists()
 
 
 def test_configs_state_their_command():

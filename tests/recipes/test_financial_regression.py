@@ -1,17 +1,19 @@
-"""Tests of recipes/financial_regression: the real command on tiny data (mirrored and one
-device), the saved models in a fresh process, resume (network by network, and inside a
-network), the features against brute force with no look-ahead, the csv, ohlc and close
-modes on small written files, and every bad input of issues 11 and 20.
+"""Tests of recipes/financial_regression: `train(config)` on tiny data in this process
+(mirrored and one device), the saved models in a fresh process, resume (network by
+network, and inside a network), the features against brute force with no look-ahead, the
+csv, ohlc and close modes on small written files, and every bad input of issues 11 and 20
+(in one process; one through the real command line).
 
 Independent references: NumPy loops for the features and lags, scikit-learn's
 LinearRegression and r2_score for the baselines and metrics.
 """
 
-import concurrent.futures
 import json
 import subprocess
 import sys
 from pathlib import Path
+
+from common import cli
 
 import numpy as np
 import pandas as pd
@@ -20,6 +22,7 @@ from sklearn.linear_model import LinearRegression
 from sklearn.metrics import r2_score
 
 from recipes.financial_regression import data, evaluate, model
+from recipes.financial_regression.config import Config
 
 RECIPE = "financial_regression"
 REPOSITORY = Path(__file__).resolve().parents[2]
@@ -80,14 +83,13 @@ def test_docstring_commands_and_configs_parse():
     assert {c.stem for c in configs} >= {"default", "nyse_islr2", "robustness"}
     for config in configs:
         assert f"--flagfile=recipes/{RECIPE}/configs/{config.name}" in config.read_text()
-    script = (f"from recipes.{RECIPE} import train\nfrom common import flags\nimport sys\n"
-              "for config in sys.argv[1:]:\n    flags.parse([f'--flagfile={config}'])\n"
-              "    print(flags.FLAGS.dataset, flags.FLAGS.robustness_rates)\n"
-              f"flags.parse({commands[1].split()[2:]!r})\nprint(flags.FLAGS.close_column)\n")
-    completed = subprocess.run([sys.executable, "-c", script, *map(str, configs)],
-                               capture_output=True, text=True, timeout=300)
-    assert completed.returncode == 0, completed.stderr[-2000:]
-    assert "csv:NYSE.csv" in completed.stdout and "['0', '0.01', '0.05']" in completed.stdout
+    parsed = {config.stem: cli.parse(Config, [f"--flagfile={config}"]) for config in configs}
+    assert parsed["default"].flags == Config().flags  # it changes no default
+    assert parsed["nyse_islr2"].dataset == "csv:NYSE.csv"
+    assert parsed["nyse_islr2"].features == ("DJ_return", "log_volume", "log_volatility")
+    assert parsed["robustness"].flags["robustness_rates"] == ["0", "0.01", "0.05"]
+    assert parsed["robustness"].preset == "robustness"
+    assert cli.parse(Config, commands[1].split()[2:]).close_column == "Close"
 
 
 LOAD_AND_PREDICT = """
@@ -106,7 +108,7 @@ print("reproduced", len(saved["prediction"]))
 """
 
 
-def test_smoke_mirrored_record_models_and_network_by_network_resume(run_recipe, sp500,
+def test_smoke_mirrored_record_models_and_network_by_network_resume(train_recipe, sp500,
                                                                     tmp_path):
     """The real command on tiny data over two mirrored replicas: the splits and baselines
     equal scikit-learn on the same days, the metrics equal those recomputed from the saved
@@ -115,7 +117,7 @@ def test_smoke_mirrored_record_models_and_network_by_network_resume(run_recipe, 
     model_dir = tmp_path / "smoke"
     args = ("--smoke", "--loss=adaptive_huber", "--strategy=mirrored", "--num_cpu_devices=2",
             f"--model_dir={model_dir}")
-    first = run_recipe(RECIPE, *args)
+    first = train_recipe(RECIPE, *args)
     assert first.returncode == 0, first
     record = first.record
     assert record["strategy"]["replicas"] == 2 and record["flags"]["epochs"] == 4
@@ -153,25 +155,25 @@ def test_smoke_mirrored_record_models_and_network_by_network_resume(run_recipe, 
                             capture_output=True, text=True, timeout=300)
     assert loaded.returncode == 0 and "reproduced 250" in loaded.stdout, loaded.stderr[-2000:]
 
-    again = run_recipe(RECIPE, *args)
+    again = train_recipe(RECIPE, *args)
     assert again.returncode == 0 and "already" in again.stdout, again
     (model_dir / "results.json").unlink()  # as if killed after the last network
-    resumed = run_recipe(RECIPE, *args)
+    resumed = train_recipe(RECIPE, *args)
     assert resumed.returncode == 0, resumed
     assert resumed.stdout.count("already trained: loaded") == len(networks)
     assert resumed.record["metrics"] == pytest.approx(metrics, abs=1e-7)
 
 
-def test_a_network_killed_mid_training_resumes_where_it_stopped(run_recipe, tmp_path):
+def test_a_network_killed_mid_training_resumes_where_it_stopped(train_recipe, tmp_path):
     """Killed in its second epoch, the linear model resumes from its backup and the stopping
     rule's state from the logged epochs: the record equals an uninterrupted run's."""
     args = ("--smoke", "--model=linear", "--loss=mse", "--patience=3", "--ensemble_size=1")
-    whole = run_recipe(RECIPE, *args, f"--model_dir={tmp_path / 'whole'}")
+    whole = train_recipe(RECIPE, *args, f"--model_dir={tmp_path / 'whole'}")
     assert whole.returncode == 0, whole
-    crashed = run_recipe(RECIPE, *args, "--simulate_crash_at_step=30", "--backup_seconds=0",
-                         f"--model_dir={tmp_path / 'killed'}")
-    assert crashed.returncode != 0 and "simulated crash" in crashed.stderr
-    resumed = run_recipe(RECIPE, *args, f"--model_dir={tmp_path / 'killed'}")
+    crashed = train_recipe(RECIPE, *args, "--simulate_crash_at_step=30", "--backup_seconds=0",
+                           f"--model_dir={tmp_path / 'killed'}")
+    assert crashed.returncode == "traceback" and "simulated crash" in crashed.stderr, crashed
+    resumed = train_recipe(RECIPE, *args, f"--model_dir={tmp_path / 'killed'}")
     assert resumed.returncode == 0, resumed
     assert "resuming linear_seed0 after epoch 1" in resumed.stdout
     epochs = [(line["model"], line["epoch"]) for line in resumed.record["history"]]
@@ -179,7 +181,7 @@ def test_a_network_killed_mid_training_resumes_where_it_stopped(run_recipe, tmp_
     assert resumed.record["metrics"] == pytest.approx(whole.record["metrics"], abs=1e-6)
 
 
-def test_close_mode_on_a_written_file(run_recipe, tmp_path):
+def test_close_mode_on_a_written_file(train_recipe, tmp_path):
     """close:PATH: the target is the next day's log squared close-to-close return, the HAR
     features are trailing means of squared returns (NumPy loop); HAR least squares equals
     scikit-learn on that design, and QLIKE is recorded beside R²."""
@@ -199,7 +201,7 @@ def test_close_mode_on_a_written_file(run_recipe, tmp_path):
     np.testing.assert_allclose(frame.features[:, :3], design, rtol=1e-9)
     np.testing.assert_allclose(frame.target, target, rtol=1e-12)
 
-    result = run_recipe(RECIPE, f"--dataset=close:{path}", "--date_column=day",
+    result = train_recipe(RECIPE, f"--dataset=close:{path}", "--date_column=day",
                         "--close_column=last", "--model=linear", "--loss=mse", *SMALL)
     assert result.returncode == 0, result
     record = result.record
@@ -213,13 +215,13 @@ def test_close_mode_on_a_written_file(run_recipe, tmp_path):
     assert record["dataset"]["target"] == "log_squared_return"
 
 
-def test_csv_mode_with_the_islr2_columns(run_recipe, tmp_path):
+def test_csv_mode_with_the_islr2_columns(train_recipe, tmp_path):
     """The ISLR2 NYSE set-up on a small file: least squares equals scikit-learn on a design
     built by hand, and the ISLR2 references are attached."""
     table = islr2_table()
     path = tmp_path / "NYSE.csv"
     table.to_csv(path, index=False)
-    result = run_recipe(RECIPE, f"--dataset=csv:{path}", *ISLR2_FLAGS, "--day_of_week",
+    result = train_recipe(RECIPE, f"--dataset=csv:{path}", *ISLR2_FLAGS, "--day_of_week",
                         "--split_date=1980-01-02", "--validation_fraction=0.2", "--model=linear",
                         "--loss=mse", *SMALL)
     assert result.returncode == 0, result
@@ -241,6 +243,33 @@ def test_csv_mode_with_the_islr2_columns(run_recipe, tmp_path):
     assert record["dataset"]["splits"]["test"]["rows"] == is_test.sum()
     assert "test_qlike" not in record["metrics"] and "har_lstsq" not in record["baselines"]
     assert {ref["value"] for ref in record["references"]} == {0.46, 0.466}
+
+
+def test_robustness_cells_reuse_the_run_networks(train_recipe, tmp_path):
+    """--robustness_rates: at rate 0 the Huber and MSE cells are the run's own networks
+    (loaded, not retrained: their R² equal the model's and the MSE baseline's), least
+    squares at 0 is the linear_lstsq baseline, and each R² drop is the table's difference."""
+    path = tmp_path / "NYSE.csv"
+    islr2_table(600).to_csv(path, index=False)
+    result = train_recipe(RECIPE, f"--dataset=csv:{path}", *ISLR2_FLAGS, "--model=linear",
+                          "--robustness_rates=0.05,0", "--train_outlier_rate=0", *SMALL)
+    assert result.returncode == 0, result
+    record = result.record
+    assert result.stdout.count("already trained: loaded") == 2, result.stdout
+    table = record["tables"]["robustness"]
+    assert table["columns"][1:3] == ["test R², 0% corrupted", "test R², 5% corrupted"]
+    rows = {row[0]: row[1:] for row in table["rows"]}
+    assert rows["huber"][0] == pytest.approx(record["metrics"]["test_r2"], abs=1e-9)
+    assert rows["mse"][0] == pytest.approx(record["baselines"]["linear_mse"]["test_r2"],
+                                           abs=1e-9)
+    assert rows["linear_lstsq"][0] == pytest.approx(
+        record["baselines"]["linear_lstsq"]["test_r2"], abs=1e-12)
+    for loss in ("linear_lstsq", *model.LOSSES):
+        assert record["metrics"][f"r2_drop_{loss}_0.05"] == pytest.approx(
+            rows[loss][0] - rows[loss][1], abs=1e-9), loss
+    networks = {row[0] for row in record["tables"]["convergence"]["rows"]}
+    assert networks == {"linear_seed0", "linear_mse_seed0", "robust_adaptive_huber_0_seed0",
+                        *(f"robust_{loss}_0.05_seed0" for loss in model.LOSSES)}
 
 
 def _bad_inputs(tmp_path) -> dict:
@@ -308,28 +337,20 @@ def test_other_loader_errors(tmp_path):
 
 
 def test_bad_input_exits_2_in_one_line_and_writes_nothing(run_recipe, tmp_path):
-    """Through the command line, under --smoke (which subsamples after the checks): exit
-    status 2, one error line, no run directory, nothing published."""
-    files = _bad_inputs(tmp_path)
-    cases = {
-        "non-finite": ([f"--dataset=csv:{files['inf']}", *ISLR2_FLAGS], "'DJ_return'"),
-        "constant": ([f"--dataset=csv:{files['constant']}", *ISLR2_FLAGS], "constant"),
-        "directory": ([f"--dataset=ohlc:{tmp_path}"], "is a directory"),
-    }
+    """Through the real command line, under --smoke (which subsamples after the checks):
+    exit status 2, one error line, no run directory, nothing published. (The other bad
+    inputs run in one process: the next test.)"""
+    path = _bad_inputs(tmp_path)["inf"]
     before = sorted((p.name, p.stat().st_mtime_ns) for p in RESULTS.glob("*"))
-    with concurrent.futures.ThreadPoolExecutor(2) as pool:
-        runs = {name: pool.submit(run_recipe, RECIPE, *args, "--smoke", "--publish",
-                                  f"--model_dir={tmp_path / name}")
-                for name, (args, _) in cases.items()}
-    for name, (_, word) in cases.items():
-        result = runs[name].result()
-        assert result.returncode == 2, (name, result)
-        # One error line, no traceback (the lines before it, if any, are TensorFlow's
-        # start-up, which a parent that set TF_CPP_MIN_LOG_LEVEL lets through).
-        last = result.stderr.strip().splitlines()[-1]
-        assert last.startswith("error: ") and "Traceback" not in result.stderr, (name, result)
-        assert word in last, (name, last)
-        assert not (tmp_path / name).exists(), name
+    result = run_recipe(RECIPE, f"--dataset=csv:{path}", *ISLR2_FLAGS, "--smoke", "--publish",
+                        f"--model_dir={tmp_path / 'run'}")
+    assert result.returncode == 2, result
+    # One error line, no traceback (the lines before it, if any, are TensorFlow's
+    # start-up, which a parent that set TF_CPP_MIN_LOG_LEVEL lets through).
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: ") and "Traceback" not in result.stderr, result
+    assert "'DJ_return'" in last, last
+    assert not (tmp_path / "run").exists()
     assert sorted((p.name, p.stat().st_mtime_ns) for p in RESULTS.glob("*")) == before
 
 
@@ -350,8 +371,20 @@ def test_issue_20_bad_inputs_are_refused_before_training(bad_inputs, tmp_path):
     cheap = ("--model=linear", "--loss=mse", "--ensemble_size=1", "--epochs=1")
     good = (f"--dataset=csv:{tmp_path / 'good.csv'}", *ISLR2_FLAGS, *cheap)
     features = "--features=DJ_return,log_volume,log_volatility"
+    (tmp_path / "issue_11").mkdir()
+    issue_11 = _bad_inputs(tmp_path / "issue_11")  # its good.csv is not this test's
     cases = {  # name: (argv, status, words of the message)
         "control": (good, 0, []),
+        "constant_target": ((f"--dataset=csv:{issue_11['constant']}", *ISLR2_FLAGS, *cheap,
+                             "--publish"), 2, ["constant.csv", "log_volume", "constant"]),
+        "directory": ((f"--dataset=ohlc:{tmp_path}", *cheap, "--publish"), 2,
+                      ["is a directory"]),
+        "batch_above_training_days": ((*good, "--global_batch_size=100000"), 2,
+                                      ["--global_batch_size=100000", "training days"]),
+        "robustness_rate_too_large": ((*good, "--robustness_rates=0,0.5"), 1,
+                                      ["--robustness_rates", "'0.5'"]),
+        "robustness_rate_not_a_number": ((*good, "--robustness_rates=0,abc"), 1,
+                                         ["--robustness_rates", "'abc'"]),
         "numbers_as_dates": ((f"--dataset=csv:{tmp_path / 'numbers_as_dates.csv'}",
                               *ISLR2_FLAGS, *cheap), 2,
                              ["numbers_as_dates.csv", "'date'", "row 1", "not dates"]),
@@ -375,8 +408,10 @@ def test_issue_20_bad_inputs_are_refused_before_training(bad_inputs, tmp_path):
                         ("robustness_seeds", "0")]:
         cases[f"{flag}={value}"] = ((*good, f"--{flag}={value}"), 1, [f"--{flag}"])
 
+    before = sorted((p.name, p.stat().st_mtime_ns) for p in RESULTS.glob("*"))
     outcomes = bad_inputs(RECIPE, {name: ["--smoke", *argv]
                                    for name, (argv, _, _) in cases.items()})
+    assert sorted((p.name, p.stat().st_mtime_ns) for p in RESULTS.glob("*")) == before
     for name, (_, status, words) in cases.items():
         outcome = outcomes[name]
         assert outcome["status"] == status, (name, outcome)

@@ -1,49 +1,56 @@
 """Tests of the fraud-detection recipe: smoke runs (one device, 2-replica mirrored, ISLR
-Default), a killed multi-network run resumed network by network, the saved model in a
-fresh process, every bad input of issue 11, and the loaders, batches and metrics
-against independent computations.
+Default), a killed multi-network run resumed network by network, the cross-validation's
+reset network against one built afresh, the saved model in a fresh process, every bad
+input of issues 11 and 20, and the loaders, batches and metrics against independent
+computations.
 
-train.py defines absl flags at import, so it runs as a subprocess; data.py, evaluate.py
-and model.py are imported in-process. The subprocesses start at once in one fixture:
-they spend most of their time importing TensorFlow, single-threaded.
+The recipe runs in this process (`run_command`: the command line's parse and run); the
+real command line runs once, for its exit status and one-line error, and the saved model
+loads in a fresh process.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import re
 import subprocess
 import sys
-import threading
+import types
 from pathlib import Path
+
+import common  # noqa: F401  (Keras 2 before TensorFlow)
+from common import cli, results
 
 import numpy as np
 import pandas as pd
 import pytest
+import tensorflow as tf
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import average_precision_score
+from sklearn.model_selection import GridSearchCV, RepeatedStratifiedKFold
 
-from recipes.fraud_detection import data, evaluate
+from recipes.fraud_detection import data, evaluate, model
+from recipes.fraud_detection.config import Config
+from tests.conftest import REPOSITORY, RecipeRun, run_command
 
 RECIPE = "fraud_detection"
-REPOSITORY = Path(__file__).resolve().parents[2]
 TRAIN_PY = REPOSITORY / "recipes" / RECIPE / "train.py"
-PUBLISHED = REPOSITORY / "results" / RECIPE
 CRASH = ["--smoke", "--simulate_crash_at_step=15",  # in epoch 2 of a network's 2 epochs
          "--backup_seconds=0"]
 
 
-def default_command() -> list[str]:
-    """The command on the first line after the title of train.py's docstring."""
-    lines = TRAIN_PY.read_text().split('"""')[1].strip().splitlines()
-    command = next(line.strip() for line in lines[1:] if line.strip())
-    assert command == f"python recipes/{RECIPE}/train.py", command
-    return command.split()[2:]
+def _run(model_dir: Path, *args: str) -> RecipeRun:
+    """`train.py *args --model_dir=model_dir`, in this process."""
+    status, stdout, stderr = run_command(RECIPE, [*args, f"--model_dir={model_dir}"])
+    return RecipeRun(types.SimpleNamespace(returncode=status, stdout=stdout, stderr=stderr),
+                     model_dir)
 
 
-def _process(args, model_dir: Path, cwd: Path):
-    return subprocess.run([sys.executable, str(TRAIN_PY), *args, f"--model_dir={model_dir}"],
-                          cwd=cwd, capture_output=True, text=True, timeout=900)
+def published_state() -> dict:
+    folder = results.RESULTS_DIR / RECIPE
+    return {path.name: path.stat().st_mtime_ns for path in folder.iterdir()} if (
+        folder.exists()) else {}
 
 
 def write_creditcard(path: Path, rows: int = 400, seed: int = 0) -> pd.DataFrame:
@@ -102,8 +109,8 @@ BAD_INPUTS = {
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
-    """Every recipe process of this file, started together; {name: (completed, model_dir)}.
+def runs(tmp_path_factory) -> dict:
+    """Every smoke run of this file, one after another in this process: {name: RecipeRun}.
 
     "crash_*": one run directory, killed twice by --simulate_crash_at_step=15 (each fit
     counts its own steps: the first kill is in epoch 2 of the first network; the rerun
@@ -113,36 +120,37 @@ def runs(tmp_path_factory):
     jobs = {"one_device": ["--smoke"],
             "mirrored": ["--smoke", "--strategy=mirrored", "--num_cpu_devices=2"],
             # --norefit: that path is covered too, and three fits fewer in this file
-            "islr_default": ["--smoke", "--dataset=islr_default", "--norefit"]}
-    for kind in BAD_INPUTS:
-        folder = root / f"input_{kind}"
-        folder.mkdir()
-        jobs[kind] = [*_bad(kind, folder), "--smoke", "--publish"]
-    finished = {}
-
-    def work(name, args):
-        finished[name] = (_process([*default_command(), *args], root / name, root),
-                          root / name)
-
-    def crash_chain():
-        for step, args in (("crash_1", CRASH), ("crash_2", CRASH), ("crash_3", ["--smoke"])):
-            finished[step] = (_process([*default_command(), *args], root / "crash", root),
-                              root / "crash")
-
-    before = _published_state()
-    threads = [threading.Thread(target=work, args=item) for item in jobs.items()]
-    threads.append(threading.Thread(target=crash_chain))
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    return finished, before, _published_state()
+            "islr_default": ["--smoke", "--dataset=islr_default", "--norefit"],
+            "crash_1": CRASH, "crash_2": CRASH, "crash_3": ["--smoke"]}
+    return {name: _run(root / ("crash" if name.startswith("crash") else name), *args)
+            for name, args in jobs.items()}
 
 
 def _record(runs, name):
-    completed, model_dir = runs[0][name]
-    assert completed.returncode == 0, completed.stderr[-3000:]
-    return json.loads((model_dir / "results.json").read_text()), model_dir
+    run = runs[name]
+    assert run.returncode == 0, run.stderr[-3000:]
+    return run.record, run.model_dir
+
+
+def test_documented_commands_parse_and_default_cfg_is_the_plain_command(monkeypatch):
+    """The command atop train.py and each config's command parse as written (from the
+    repository: flagfiles are relative to it); default.cfg changes nothing."""
+    monkeypatch.chdir(REPOSITORY)
+    commands = re.findall(r"^\s*(\.venv/bin/python recipes/\S+/train\.py.*)$",
+                          TRAIN_PY.read_text(), re.M)
+    assert commands == [f".venv/bin/python recipes/{RECIPE}/train.py"]
+    for path in sorted((REPOSITORY / "recipes" / RECIPE / "configs").glob("*.cfg")):
+        commands += re.findall(r"^# (\.venv/bin/python recipes/\S+/train\.py.*)$",
+                               path.read_text(), re.M)
+    assert len(commands) == 4
+    configs = {command: cli.parse(Config, command.split()[2:]) for command in commands}
+    plain = configs[commands[0]]
+    default = next(config for config in configs.values() if config.preset == "default"
+                   and config is not plain)
+    assert default.configuration == plain.configuration
+    islr = next(config for config in configs.values() if config.preset == "islr_default")
+    assert (islr.dataset, islr.learning_rate, islr.weight_decays, islr.epochs) == (
+        "islr_default", 3e-2, (0.0,), 30)
 
 
 @pytest.mark.parametrize("name", ["one_device", "mirrored"])
@@ -182,15 +190,13 @@ def test_mirrored_losses_are_the_one_device_losses(runs):
 
 
 def test_killed_run_resumes_network_by_network_to_the_same_record(runs):
-    finished = runs[0]
-    first, second = finished["crash_1"][0], finished["crash_2"][0]
+    first, second, third = runs["crash_1"], runs["crash_2"], runs["crash_3"]
     assert first.returncode != 0 and "simulated crash" in first.stderr
     assert second.returncode != 0 and "simulated crash" in second.stderr
     assert "resuming network_weighted_bce_seed42 after epoch 1" in second.stdout
     record, _ = _record(runs, "crash_3")
-    assert "network_weighted_bce_seed42 already trained: loaded" in finished["crash_3"][0].stdout
-    assert "resuming network_bce_soft_precision_seed42 after epoch 1" in (
-        finished["crash_3"][0].stdout)
+    assert "network_weighted_bce_seed42 already trained: loaded" in third.stdout
+    assert "resuming network_bce_soft_precision_seed42 after epoch 1" in third.stdout
     reference, _ = _record(runs, "one_device")
     keys = [(line["model"], line["epoch"]) for line in record["history"]]
     assert len(keys) == len(set(keys)) == 12  # 3 networks + their refits x 2 epochs
@@ -236,24 +242,6 @@ print("ok", sorted(inputs), len(expected))
         assert record["refit"].startswith("none")
         assert len(record["history"]) == 6
         assert not any(line["model"].endswith("_refit") for line in record["history"])
-
-
-@pytest.mark.parametrize("kind", list(BAD_INPUTS))
-def test_bad_input_fails_in_one_line_before_anything_is_written(runs, kind):
-    finished, published_before, published_after = runs
-    completed, model_dir = finished[kind]
-    assert completed.returncode == 2, completed.stderr[-2000:]
-    lines = completed.stderr.strip().splitlines()
-    assert lines[-1].startswith("error: ") and BAD_INPUTS[kind] in lines[-1], lines[-3:]
-    assert "Traceback" not in completed.stderr
-    assert not model_dir.exists()
-    assert published_after == published_before  # every bad run had --publish
-
-
-def _published_state() -> dict:
-    if not PUBLISHED.exists():
-        return {}
-    return {path.name: path.stat().st_mtime_ns for path in PUBLISHED.iterdir()}
 
 
 def test_caravan_follows_islr_and_validation_comes_from_training_rows():
@@ -307,11 +295,11 @@ def test_labels_and_categorical_columns_by_flag(tmp_path, positive, negative):
     assert x_train.shape[1] == 4 and (x_train[:, 1:].sum(axis=1) == 1).all()  # one-hot
 
 
-def test_stratified_batches_spread_positives_and_resume():
+def test_stream_spreads_positives_and_resumes():
     rng = np.random.default_rng(0)
     y = (rng.random(1000) < 0.05).astype(np.int32)
     part = data.Part({"numeric": np.arange(1000, dtype=np.float32).reshape(-1, 1)}, y)
-    stream, steps = data.stratified_batches(part, 96, seed=7)
+    stream, steps = data.stream(part, 96, seed=7)(0)
     assert steps == 10
     batches = list(stream.take(2 * steps).as_numpy_iterator())
     share = y.sum() / steps
@@ -323,7 +311,7 @@ def test_stratified_batches_spread_positives_and_resume():
         for features, labels in batches[epoch * steps:(epoch + 1) * steps]:
             np.testing.assert_array_equal(labels[:, 0], y[features["numeric"][:, 0].astype(int)])
             assert math.floor(share) <= labels.sum() <= math.ceil(share)
-    resumed, _ = data.stratified_batches(part, 96, seed=7, first_epoch=1)
+    resumed, _ = data.stream(part, 96, seed=7)(1)
     for ours, theirs in zip(resumed.take(steps).as_numpy_iterator(), batches[steps:]):
         np.testing.assert_array_equal(ours[0]["numeric"], theirs[0]["numeric"])
 
@@ -345,17 +333,27 @@ def test_threshold_hits_and_pr_auc_against_brute_force():
             average_precision_score(y, scores), rel=1e-12)
 
 
-def test_baselines_choose_on_validation_and_refit_on_every_training_row():
-    """The validation scores come from the fit on the training split (they choose C), the
-    test scores from that C refit on the rows given: against scikit-learn directly."""
+def test_baselines_choose_by_cross_validation_then_refit_on_every_training_row():
+    """C is scikit-learn's GridSearchCV choice on the same repeated stratified folds and
+    PR-AUC (its scores too); the validation scores come from that C fitted on the training
+    split, the test scores from that C refit on the rows given."""
     rng = np.random.default_rng(2)
     x = rng.normal(size=(600, 4))
     y = (x[:, 0] + rng.normal(size=600) > 1.5).astype(int)
     train, validation, test = slice(0, 300), slice(300, 450), slice(450, 600)
     refit = (x[:450], y[:450])
-    scored = evaluate.logistic_regression(x[train], y[train], x[validation], y[validation],
-                                          x[test], refit)
-    c = float(scored.what.split("C=")[1].split(")")[0])
+    folds = evaluate.cv_folds(refit[1], repeats=2, seed=7)
+    scored, chosen = evaluate.logistic_regression((*refit, folds), x[train], y[train],
+                                                  x[validation], x[test], refit)
+    search = GridSearchCV(LogisticRegression(max_iter=5000), {"C": evaluate.LOGISTIC_C},
+                          scoring="average_precision", cv=RepeatedStratifiedKFold(
+                              n_splits=5, n_repeats=2, random_state=7)).fit(*refit)
+    assert chosen["chosen"] == search.best_params_["C"] and chosen["folds"] == 10
+    np.testing.assert_allclose([row["cv_pr_auc"] for row in chosen["scores"]],
+                               search.cv_results_["mean_test_score"], rtol=1e-9)
+    np.testing.assert_allclose([row["cv_pr_auc_sd"] for row in chosen["scores"]],
+                               search.cv_results_["std_test_score"], rtol=1e-9)
+    c = chosen["chosen"]
     first = LogisticRegression(C=c, max_iter=5000).fit(x[train], y[train])
     final = LogisticRegression(C=c, max_iter=5000).fit(*refit)
     np.testing.assert_allclose(scored.validation[:, 0], first.predict_proba(x[validation])[:, 1])
@@ -363,10 +361,47 @@ def test_baselines_choose_on_validation_and_refit_on_every_training_row():
     assert not np.allclose(scored.test[:, 0], first.predict_proba(x[test])[:, 1])
 
 
-def test_bad_flags_and_files_of_issue_20_are_refused_before_anything_is_written(
-        tmp_path, bad_inputs):
-    """Each case in one process (`bad_inputs`): refused at the parse (1) or by the recipe
-    (2) in one line naming the flag, file or column, with nothing in its --model_dir."""
+def test_network_cross_validation_equals_a_network_built_afresh(runs):
+    """The cross-validation reuses one network per loss, reset between fits: its last
+    fold's PR-AUC (after every reset) is that of a network built and trained afresh."""
+    record, model_dir = _record(runs, "one_device")
+    selection = record["selection"]
+    assert set(selection) == {"rule", "network_weighted_bce", "network_bce_soft_precision",
+                              "network_precision_at_recall", "logistic_regression",
+                              "hist_gradient_boosting"}
+    for name, chosen in selection.items():
+        if name != "rule":  # same folds: 5 x --cv_repeats=1 (smoke)
+            assert chosen["folds"] == 5 and chosen["chosen"] in chosen["grid"], name
+            best = max(row["cv_pr_auc"] for row in chosen["scores"])
+            assert chosen["cv_pr_auc"] == best, name
+    described = {row[0].split(" ")[0]: row[1] for row in record["tables"]["models"]["rows"]}
+    assert f"weight decay {selection['network_weighted_bce']['chosen']:g})" in (
+        described["network_weighted_bce"])
+    # Afresh: the last fold of precision at recall at weight decay 1 (the smoke grid's
+    # last value), built from the seed with a plain L2 penalty and trained once.
+    flags = record["flags"]
+    splits = data.smoke_subset(data.load(flags["dataset"], None, [], flags["seed"]),
+                               flags["seed"])
+    rows = data.training_rows(splits)
+    fit, held = evaluate.cv_folds(rows.labels, 1, flags["seed"])[-1]
+    tf.keras.utils.set_random_seed(flags["seed"])
+    network = model.build(rows.features, "linear", (), 1.0, 0.0)
+    loss = model.make_loss("precision_at_recall", record["pos_weight"],
+                           target_recall=flags["target_recall"],
+                           dual_learning_rate=flags["dual_learning_rate"])
+    trained = model.trainable(network, loss, flags["learning_rate"])
+    stream, steps = data.stream(rows.subset(fit), flags["global_batch_size"], flags["seed"])(0)
+    trained.fit(stream, steps_per_epoch=steps, epochs=flags["epochs"], verbose=0)
+    fresh = evaluate.average_precision(
+        rows.labels[held], model.predict(network, rows.subset(held).features))[0]
+    cached = json.loads((model_dir / "cv_networks.json").read_text())
+    assert cached["precision_at_recall/1/4"] == pytest.approx(fresh, abs=1e-6)
+
+
+def test_bad_inputs_are_refused_in_one_line_before_anything_is_written(tmp_path, bad_inputs):
+    """Each bad input of issues 11 and 20, in this process (`bad_inputs`): refused at the
+    parse (1) or by the recipe (2: the files of issue 11, with --publish) in one line
+    naming the flag, file or column, with no --model_dir made and nothing published."""
     good = tmp_path / "good.csv"
     frame = write_creditcard(good)  # 400 rows: the last 80 in time test
     for name, column, row, value in (("huge.csv", "V3", 7, "1e308"),
@@ -404,8 +439,11 @@ def test_bad_flags_and_files_of_issue_20_are_refused_before_anything_is_written(
                       "spread.csv: column 'Amount' has 1 cell(s) beyond ±1e+18 (row 3: "
                       "'1e19')"),
         "dual_learning_rate_1e30": (["--dual_learning_rate=1e30"], "--dual_learning_rate"),
-        "weight_decay_inf": (["--weight_decay=inf"], "--weight_decay"),
-        "focal_weight_decay_nan": (["--focal_weight_decay=nan"], "--focal_weight_decay"),
+        "weight_decays_inf": (["--weight_decays=inf"], "--weight_decays"),
+        "weight_decays_nan": (["--weight_decays=0.1,nan"], "--weight_decays"),
+        "weight_decays_empty": (["--weight_decays="], "--weight_decays"),
+        "weight_decays_not_a_number": (["--weight_decays=0.1,x"], "--weight_decays"),
+        "cv_repeats_zero": (["--cv_repeats=0"], "--cv_repeats"),
         "precision_weight_1e30": (["--precision_weight=1e30"], "--precision_weight"),
         "pos_weight_inf": (["--pos_weight=inf"], "--pos_weight"),
         "focal_gamma_1e30": (["--focal_gamma=1e30"], "--focal_gamma"),
@@ -413,10 +451,36 @@ def test_bad_flags_and_files_of_issue_20_are_refused_before_anything_is_written(
         "target_recall_nan": (["--target_recall=nan"], "--target_recall"),
         "target_precision_above_1": (["--target_precision=1.5"], "--target_precision"),
     }
+    for kind, expected in BAD_INPUTS.items():
+        folder = tmp_path / f"input_{kind}"
+        folder.mkdir()
+        cases[kind] = ([*_bad(kind, folder), "--publish"], expected)
+    published = published_state()
     outcomes = bad_inputs(RECIPE, {name: ["--smoke", *argv]
                                    for name, (argv, _) in cases.items()})
     for name, (_, expected) in cases.items():
         outcome = outcomes[name]
-        assert outcome["status"] in (1, 2), (name, outcome["status"], outcome["stderr"][-2000:])
-        assert expected in outcome["stderr"], (name, outcome["stderr"][-2000:])
-        assert outcome["written"] == [], (name, outcome["written"])
+        assert outcome["status"] in ((2,) if name in BAD_INPUTS else (1, 2)), (
+            name, outcome["status"], outcome["stderr"][-2000:])
+        lines = outcome["stderr"].strip().splitlines()
+        assert lines and expected in lines[-1], (name, lines[-3:])
+        assert "Traceback" not in outcome["stderr"], (name, outcome["stderr"][-2000:])
+        assert not (tmp_path / "runs" / name).exists(), (name, outcome["written"])
+    assert published_state() == published
+
+
+def test_the_command_line_refuses_a_bad_file_with_status_2_and_one_line(tmp_path):
+    """The real process: exit status 2, one "error:" line, no traceback, no run directory,
+    nothing published (the in-process cases above stand for the rest)."""
+    args = _bad("directory", tmp_path)
+    published = published_state()
+    completed = subprocess.run(
+        [sys.executable, str(TRAIN_PY), *args, "--smoke", "--publish",
+         f"--model_dir={tmp_path / 'run'}"], cwd=tmp_path, capture_output=True, text=True,
+        timeout=600)
+    assert completed.returncode == 2, completed.stderr[-2000:]
+    lines = completed.stderr.strip().splitlines()
+    assert lines[-1].startswith("error: ") and BAD_INPUTS["directory"] in lines[-1], lines[-3:]
+    assert "Traceback" not in completed.stderr
+    assert not (tmp_path / "run").exists()
+    assert published_state() == published

@@ -61,18 +61,26 @@ def test_a_fork_in_the_repository_imports_and_runs_with_no_extra_step(repository
         test_file.unlink(missing_ok=True)
 
 
-def test_fork_then_the_copy_passes_its_smoke_test(copy):
-    """The forked test file passes in a copy of the repository."""
+def test_fork_carries_no_parent_numbers_and_passes_its_own_tests(copy):
+    """The fork's code runs under its name; its references, tolerances, presets and
+    README hold nothing of the parent's; its own short tests pass."""
+    parent_report = (copy / "recipes" / RECIPE / "report.py").read_text()
     forked = run(copy, "scripts/new_recipe.py", RECIPE, "my_ranking")
     assert forked.returncode == 0, forked.stderr
-    train = (copy / "recipes" / "my_ranking" / "train.py").read_text()
+    folder = copy / "recipes" / "my_ranking"
+    train = (folder / "train.py").read_text()
     assert "recipes.my_ranking" in train and f"recipes.{RECIPE} " not in train
+    assert "tolerances={}" in train
+    assert "0.9348" in parent_report  # a KerasRS anchor of the parent ...
+    assert "0.9348" not in (folder / "report.py").read_text()  # ... is not the fork's
+    assert sorted(path.name for path in (folder / "configs").iterdir()) == ["default.cfg"]
+    readme = (folder / "README.md").read_text()
+    assert len(readme.splitlines()) < 40 and "None published yet" in readme
     test_file = copy / "tests" / "recipes" / "test_my_ranking.py"
-    assert '"my_ranking"' in test_file.read_text()
-    smoke = run(copy, "-m", "pytest", "-q", str(test_file), "-k", "smoke_one_device",
-                "-p", "no:cacheprovider")
-    assert smoke.returncode == 0, smoke.stdout[-3000:]
-    assert "1 passed" in smoke.stdout
+    assert len(test_file.read_text().splitlines()) < 40
+    tests = run(copy, "-m", "pytest", "-q", str(test_file), "-p", "no:cacheprovider")
+    assert tests.returncode == 0, tests.stdout[-3000:]
+    assert "2 passed" in tests.stdout
     again = run(copy, "scripts/new_recipe.py", RECIPE, "my_ranking")
     assert again.returncode == 2 and "already exists" in again.stderr
 

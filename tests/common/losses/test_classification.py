@@ -1,12 +1,13 @@
-"""Weighted BCE, focal, soft precision: brute force, Keras built-ins, gradients, stability, the trap."""
+"""Weighted BCE, focal, soft precision: brute force, Keras built-ins, gradients, stability,
+the trap."""
 
 import math
+
+from common import losses
 
 import numpy as np
 import pytest
 import tensorflow as tf
-
-from common import losses
 
 from ._checks import assert_finite_value_and_gradient, assert_gradient_matches_finite_differences
 
@@ -61,7 +62,9 @@ def test_weighted_bce_matches_brute_force(pos_weight):
     labels, logits = _labels_and_logits((8, 3))
     expected = _np_weighted_bce(labels, logits, pos_weight)
     np.testing.assert_allclose(
-        losses.weighted_binary_crossentropy(labels, logits, pos_weight, from_logits=True), expected, rtol=1e-12
+        losses.weighted_binary_crossentropy(labels, logits, pos_weight, from_logits=True),
+        expected,
+        rtol=1e-12,
     )
     probabilities = 1 / (1 + np.exp(-logits))
     np.testing.assert_allclose(
@@ -121,10 +124,14 @@ def test_soft_precision_and_bce_with_soft_precision_match_brute_force():
     np.testing.assert_allclose(
         losses.soft_precision(labels, logits, from_logits=True), expected_precision, rtol=1e-10
     )
-    np.testing.assert_allclose(losses.soft_precision(labels, probabilities), expected_precision, rtol=1e-10)
+    np.testing.assert_allclose(
+        losses.soft_precision(labels, probabilities), expected_precision, rtol=1e-10
+    )
     weighted_precision = _np_soft_precision(labels, probabilities, weights)
     np.testing.assert_allclose(
-        losses.soft_precision(labels, logits, True, sample_weight=weights), weighted_precision, rtol=1e-10
+        losses.soft_precision(labels, logits, True, sample_weight=weights),
+        weighted_precision,
+        rtol=1e-10,
     )
     loss = losses.BCEWithSoftPrecision(pos_weight=4.0, precision_weight=0.7, from_logits=True)
     bce = _np_weighted_bce(labels, logits, 4.0)
@@ -187,23 +194,31 @@ def test_half_precision_inputs_are_computed_in_float32(dtype):
         lambda x: losses.BCEWithSoftPrecision(from_logits=True)(labels, x),
     ):
         assert function(logits).dtype == tf.float32
-        np.testing.assert_allclose(function(logits), function(tf.cast(logits, tf.float32)), rtol=1e-6)
+        np.testing.assert_allclose(
+            function(logits), function(tf.cast(logits, tf.float32)), rtol=1e-6
+        )
         assert_finite_value_and_gradient(function, logits.numpy(), dtype)
 
 
 def test_labels_of_any_dtype_and_shape_alignment():
     logits = RNG.normal(size=(5, 1))
-    reference = losses.weighted_binary_crossentropy(np.array([[1], [0], [1], [1], [0]], "float64"), logits, 2.0, True)
+    reference = losses.weighted_binary_crossentropy(
+        np.array([[1], [0], [1], [1], [0]], "float64"), logits, 2.0, True
+    )
     for labels in (
         np.array([1, 0, 1, 1, 0], "int32"),
         np.array([[True], [False], [True], [True], [False]]),
         np.array([1, 0, 1, 1, 0], "int64"),
     ):
-        np.testing.assert_allclose(losses.weighted_binary_crossentropy(labels, logits, 2.0, True), reference)
+        np.testing.assert_allclose(
+            losses.weighted_binary_crossentropy(labels, logits, 2.0, True), reference
+        )
     with pytest.raises(ValueError, match="y_true has shape"):
         losses.weighted_binary_crossentropy(np.zeros(5), np.zeros((5, 2)))
     with pytest.raises(ValueError, match="sample_weight has shape"):
-        losses.BCEWithSoftPrecision()(np.zeros((5, 1)), np.zeros((5, 1)), sample_weight=np.ones((5, 2)))
+        losses.BCEWithSoftPrecision()(
+            np.zeros((5, 1)), np.zeros((5, 1)), sample_weight=np.ones((5, 2))
+        )
 
 
 def test_precision_metric_in_a_loss_fails_where_soft_precision_trains():

@@ -2,12 +2,13 @@
 brute force, their gradients, the multiplier's ascent, the constraint reached on a
 separable toy problem, saving λ, and 2 replicas == 1 device."""
 
+from common import losses
+from common.losses import constrained
+
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from common import losses
-from common.losses import constrained
 from tests.common.losses import _checks
 
 RNG = np.random.default_rng(0)

@@ -2,11 +2,11 @@
 
 import math
 
+from common import losses
+
 import numpy as np
 import pytest
 import tensorflow as tf
-
-from common import losses
 
 from ._checks import assert_finite_value_and_gradient, assert_gradient_matches_finite_differences
 
@@ -43,7 +43,9 @@ def _np_berhu(y_true, y_pred, threshold=None):
         values = []
         for k, target in _valid_pixels(y_true, sample):
             error = abs(predicted[k] - target)
-            values.append(error if error <= threshold else (error**2 + threshold**2) / (2 * threshold))
+            values.append(
+                error if error <= threshold else (error**2 + threshold**2) / (2 * threshold)
+            )
         result.append(np.mean(values) if values else 0.0)
     return np.array(result)
 
@@ -52,7 +54,10 @@ def _np_silog(y_true, y_pred, lam):
     result = []
     for sample in range(len(y_true)):
         predicted = y_pred[sample].reshape(-1)
-        d = [math.log(max(predicted[k], 1e-6)) - math.log(t) for k, t in _valid_pixels(y_true, sample)]
+        d = [
+            math.log(max(predicted[k], 1e-6)) - math.log(t)
+            for k, t in _valid_pixels(y_true, sample)
+        ]
         result.append(np.mean(np.square(d)) - lam * np.mean(d) ** 2 if d else 0.0)
     return np.array(result)
 
@@ -70,11 +75,18 @@ def _case(shape=(3, 4, 5)):
 def test_losses_match_brute_force_with_invalid_pixels():
     y_true, y_pred = _case()
     for prediction in (y_pred, y_pred[..., None]):  # [B, H, W] against [B, H, W, 1]
-        np.testing.assert_allclose(losses.masked_l1(y_true, prediction), _np_masked_l1(y_true, y_pred), rtol=1e-12)
-        np.testing.assert_allclose(losses.berhu_loss(y_true, prediction), _np_berhu(y_true, y_pred), rtol=1e-12)
+        np.testing.assert_allclose(
+            losses.masked_l1(y_true, prediction), _np_masked_l1(y_true, y_pred), rtol=1e-12
+        )
+        np.testing.assert_allclose(
+            losses.berhu_loss(y_true, prediction), _np_berhu(y_true, y_pred), rtol=1e-12
+        )
         for lam in (0.0, 0.5, 1.0):
             np.testing.assert_allclose(
-                losses.scale_invariant_log_loss(y_true, prediction, lam), _np_silog(y_true, y_pred, lam), rtol=1e-10, atol=1e-14
+                losses.scale_invariant_log_loss(y_true, prediction, lam),
+                _np_silog(y_true, y_pred, lam),
+                rtol=1e-10,
+                atol=1e-14,
             )
     assert losses.masked_l1(y_true, y_pred).numpy()[-1] == 0.0
 
@@ -101,7 +113,9 @@ def test_scale_invariance_at_lambda_one():
 def test_gradients_match_finite_differences():
     y_true, y_pred = _case((3, 3, 3))
     assert_gradient_matches_finite_differences(lambda p: losses.masked_l1(y_true, p), y_pred)
-    assert_gradient_matches_finite_differences(lambda p: losses.scale_invariant_log_loss(y_true, p), y_pred)
+    assert_gradient_matches_finite_differences(
+        lambda p: losses.scale_invariant_log_loss(y_true, p), y_pred
+    )
     # berHu's threshold c is read off the batch without gradient: differentiate with c held.
     threshold = 0.2 * np.nanmax(np.where(y_true > 0, np.abs(y_pred - y_true), 0.0))
     with tf.GradientTape() as tape:
@@ -114,7 +128,8 @@ def test_gradients_match_finite_differences():
         step = np.zeros_like(y_pred)
         step[index] = 1e-6
         numerical[index] = (
-            _np_berhu(y_true, y_pred + step, threshold).sum() - _np_berhu(y_true, y_pred - step, threshold).sum()
+            _np_berhu(y_true, y_pred + step, threshold).sum()
+            - _np_berhu(y_true, y_pred - step, threshold).sum()
         ) / 2e-6
     np.testing.assert_allclose(autodiff, numerical, rtol=1e-6, atol=1e-9)
 
@@ -129,7 +144,9 @@ def test_finite_for_empty_masks_exact_and_degenerate_predictions(dtype):
             (np.nan_to_num(y_true), np.nan_to_num(y_true)),  # exact: berHu's c = 0
             (y_true, np.zeros_like(y_pred)),  # zero depth predicted: log floored
         ):
-            value, _ = assert_finite_value_and_gradient(lambda p: function(targets, p), predictions, dtype)
+            value, _ = assert_finite_value_and_gradient(
+                lambda p: function(targets, p), predictions, dtype
+            )
             assert value.dtype == tf.float32
         assert np.all(function(all_invalid, y_pred).numpy() == 0.0)
 

@@ -12,11 +12,11 @@ mean: right on even batches, skewed on the uneven one) and a soft precision comp
 per replica (the common snippet: wrong even on even batches).
 """
 
+from common import losses
+
 import numpy as np
 import pytest
 import tensorflow as tf
-
-from common import losses
 
 FEATURES = 6
 LIST_SIZE = 5
@@ -223,7 +223,9 @@ def test_controls_show_the_comparison_detects_skew(runs):
     assert keras_mse_even < 1e-4
     assert keras_mse_uneven > 0.05
     np.testing.assert_allclose(
-        two_replicas[1][0]["control_keras_mse_loss"], one_device[1][0]["control_keras_mse_loss"], rtol=1e-5
+        two_replicas[1][0]["control_keras_mse_loss"],
+        one_device[1][0]["control_keras_mse_loss"],
+        rtol=1e-5,
     )
     # A batch-level term computed per replica is wrong even on an even split.
     precision_even = _max_relative_difference(
@@ -251,7 +253,9 @@ def test_one_replica_graph_has_no_collective_ops(mirrored_strategy):
         label_spec = tf.TensorSpec([None, *labels[name].shape[1:]], labels[name].dtype)
         prediction_spec = tf.TensorSpec(build(name)(features).shape, tf.float32)
         one_replica = tf.function(lambda y, p, loss=loss: loss(y, p))
-        assert not _collective_op_types(one_replica.get_concrete_function(label_spec, prediction_spec)), name
+        assert not _collective_op_types(
+            one_replica.get_concrete_function(label_spec, prediction_spec)
+        ), name
     # The same check finds the collectives of a 2-replica step.
     two_replicas = tf.function(
         lambda y, p: mirrored_strategy.run(losses.Huber(), args=(y, p))

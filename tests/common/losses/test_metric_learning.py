@@ -2,11 +2,11 @@
 
 import itertools
 
+from common import losses
+
 import numpy as np
 import pytest
 import tensorflow as tf
-
-from common import losses
 
 from ._checks import assert_finite_value_and_gradient, assert_gradient_matches_finite_differences
 
@@ -25,7 +25,10 @@ def _np_distance(a, b, distance):
 
 def _distance_table(embeddings, distance):
     size = len(embeddings)
-    return [[_np_distance(embeddings[i], embeddings[j], distance) for j in range(size)] for i in range(size)]
+    return [
+        [_np_distance(embeddings[i], embeddings[j], distance) for j in range(size)]
+        for i in range(size)
+    ]
 
 
 def _np_semi_hard(labels, embeddings, margin, distance):
@@ -88,7 +91,9 @@ def test_mining_matches_brute_force(mining, distance):
         labels, embeddings = _case(integer=integer)
         expected = BRUTE_FORCE[mining](labels, embeddings, margin, distance)
         ours = losses.triplet_loss(labels, embeddings, margin, mining, distance).numpy()
-        np.testing.assert_allclose(ours, expected, rtol=1e-9, atol=1e-12, err_msg=f"{margin=} {integer=}")
+        np.testing.assert_allclose(
+            ours, expected, rtol=1e-9, atol=1e-12, err_msg=f"{margin=} {integer=}"
+        )
 
 
 def test_semi_hard_with_tf_addons_defaults():
@@ -120,13 +125,15 @@ def test_no_positive_pair_no_negative_and_identical_embeddings_are_finite(mining
         )
         assert value.numpy() == 0.0 and np.all(gradient.numpy() == 0.0)
         value, _ = assert_finite_value_and_gradient(
-            lambda e: losses.triplet_loss(np.zeros(6, "int32"), e, 0.2, mining, distance), embeddings
+            lambda e: losses.triplet_loss(np.zeros(6, "int32"), e, 0.2, mining, distance),
+            embeddings,
         )
         assert value.numpy() == 0.0
         # Zero variance: all embeddings equal (distance 0, sqrt's kink), and all zero (cosine).
         for constant in (np.ones((6, 3)), np.zeros((6, 3))):
             value, _ = assert_finite_value_and_gradient(
-                lambda e: losses.triplet_loss([0, 0, 1, 1, 2, 2], e, 0.2, mining, distance), constant
+                lambda e: losses.triplet_loss([0, 0, 1, 1, 2, 2], e, 0.2, mining, distance),
+                constant,
             )
             assert value.numpy() == pytest.approx(0.2)  # every triplet at margin + 0 − 0
 
@@ -158,7 +165,12 @@ def test_xla_compiles_to_the_same_values(mining, distance):
 def test_label_shapes_dtypes_and_argument_errors():
     labels, embeddings = _case()
     reference = losses.triplet_loss(labels, embeddings)
-    for variant in (labels[:, None], labels.astype("int64"), labels.astype("float32"), tf.constant(labels, tf.int32)):
+    for variant in (
+        labels[:, None],
+        labels.astype("int64"),
+        labels.astype("float32"),
+        tf.constant(labels, tf.int32),
+    ):
         np.testing.assert_allclose(losses.triplet_loss(variant, embeddings), reference, rtol=1e-12)
     with pytest.raises(ValueError, match="labels has shape"):
         losses.triplet_loss(labels[:5], embeddings)

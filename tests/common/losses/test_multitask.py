@@ -1,10 +1,10 @@
 """Uncertainty weighting and Dynamic Weight Average against their published formulas."""
 
+from common import losses
+
 import numpy as np
 import pytest
 import tensorflow as tf
-
-from common import losses
 
 
 def test_uncertainty_weighting_matches_kendall_formula_and_its_gradient():
@@ -18,7 +18,9 @@ def test_uncertainty_weighting_matches_kendall_formula_and_its_gradient():
     with tf.GradientTape() as tape:
         total = layer([tf.constant(value) for value in task_losses])
     gradient = tape.gradient(total, layer.log_variances)
-    np.testing.assert_allclose(gradient, -task_losses / (2 * np.exp(log_variances)) + 0.5, rtol=1e-5)
+    np.testing.assert_allclose(
+        gradient, -task_losses / (2 * np.exp(log_variances)) + 0.5, rtol=1e-5
+    )
 
 
 def test_uncertainty_weighting_learns_log_of_each_task_loss():
@@ -29,7 +31,9 @@ def test_uncertainty_weighting_learns_log_of_each_task_loss():
     for _ in range(200):
         with tf.GradientTape() as tape:
             total = layer(task_losses)
-        optimizer.apply_gradients(zip(tape.gradient(total, layer.trainable_variables), layer.trainable_variables))
+        optimizer.apply_gradients(
+            zip(tape.gradient(total, layer.trainable_variables), layer.trainable_variables)
+        )
     np.testing.assert_allclose(layer.log_variances.numpy(), np.log([0.5, 4.0]), atol=1e-3)
 
 
@@ -50,9 +54,13 @@ def _np_dwa(history, temperature):
 
 
 def test_dynamic_weight_average_follows_the_formula():
-    callback = losses.DynamicWeightAverage(["seg_loss", "depth_loss", "normal_loss"], temperature=2.0)
+    callback = losses.DynamicWeightAverage(
+        ["seg_loss", "depth_loss", "normal_loss"], temperature=2.0
+    )
     history = []
-    for epoch, epoch_losses in enumerate([[1.0, 3.0, 2.0], [0.5, 2.9, 2.1], [0.45, 1.0, 2.0], [0.4, 0.9, 1.0]]):
+    for epoch, epoch_losses in enumerate(
+        [[1.0, 3.0, 2.0], [0.5, 2.9, 2.1], [0.45, 1.0, 2.0], [0.4, 0.9, 1.0]]
+    ):
         logs = dict(zip(callback.loss_names, epoch_losses), loss=sum(epoch_losses))
         callback.on_epoch_end(epoch, logs)
         history.append(epoch_losses)
@@ -67,7 +75,11 @@ def test_dynamic_weight_average_steers_a_compiled_model_without_recompiling():
     tf.keras.utils.set_random_seed(5)
     features = tf.keras.Input((3,))
     model = tf.keras.Model(
-        features, {"a": tf.keras.layers.Dense(1, name="a")(features), "b": tf.keras.layers.Dense(1, name="b")(features)}
+        features,
+        {
+            "a": tf.keras.layers.Dense(1, name="a")(features),
+            "b": tf.keras.layers.Dense(1, name="b")(features),
+        },
     )
     dwa = losses.DynamicWeightAverage(["a_loss", "b_loss"])
     model.compile(
@@ -77,7 +89,10 @@ def test_dynamic_weight_average_steers_a_compiled_model_without_recompiling():
     )
     rng = np.random.default_rng(5)
     x = rng.normal(size=(32, 3)).astype("float32")
-    targets = {"a": rng.normal(size=(32, 1)).astype("float32"), "b": 2 * rng.normal(size=(32, 1)).astype("float32")}
+    targets = {
+        "a": rng.normal(size=(32, 1)).astype("float32"),
+        "b": 2 * rng.normal(size=(32, 1)).astype("float32"),
+    }
     history = model.fit(x, targets, batch_size=32, epochs=3, verbose=0, callbacks=[dwa]).history
     per_task = [[history["a_loss"][e], history["b_loss"][e]] for e in range(3)]
     weights_in_epoch_2 = _np_dwa(per_task[:2], 2.0)

@@ -1,11 +1,12 @@
-"""Ranking losses against brute-force loops over pairs and permutations, and TF-Ranking's examples."""
+"""Ranking losses against brute-force loops over pairs and permutations, and TF-Ranking's
+examples."""
+
+from common import losses
 
 import numpy as np
 import pytest
 import tensorflow as tf
 from scipy.special import logsumexp
-
-from common import losses
 
 from ._checks import assert_finite_value_and_gradient, assert_gradient_matches_finite_differences
 
@@ -49,7 +50,9 @@ def _np_listwise_mse(labels, scores, valid):
 
 
 def _per_list(function, labels, scores, valid, **kwargs):
-    return np.array([function(labels[b], scores[b], valid[b], **kwargs) for b in range(len(labels))])
+    return np.array(
+        [function(labels[b], scores[b], valid[b], **kwargs) for b in range(len(labels))]
+    )
 
 
 def _lists(batch, size):
@@ -95,8 +98,12 @@ def test_explicit_mask_replaces_the_label_rule():
         (losses.listwise_mse, _np_listwise_mse),
     ):
         expected = _per_list(brute_force, labels, scores, mask)
-        np.testing.assert_allclose(ours(labels, scores, mask=mask), expected, rtol=1e-12, atol=1e-15)
-        np.testing.assert_allclose(ours(labels, scores, mask=mask.astype("int32")), expected, rtol=1e-12, atol=1e-15)
+        np.testing.assert_allclose(
+            ours(labels, scores, mask=mask), expected, rtol=1e-12, atol=1e-15
+        )
+        np.testing.assert_allclose(
+            ours(labels, scores, mask=mask.astype("int32")), expected, rtol=1e-12, atol=1e-15
+        )
     np.testing.assert_allclose(
         losses.pairwise_hinge_loss(labels, scores, mask),
         _per_list(_np_hinge, labels, scores, mask, margin=1.0),
@@ -107,8 +114,14 @@ def test_explicit_mask_replaces_the_label_rule():
 def test_tf_ranking_documented_examples():
     # TF-Ranking's docstring examples for its Keras pairwise and ListMLE losses.
     y_true, y_pred = [[1.0, 0.0]], [[0.6, 0.8]]
-    assert losses.RankNetLoss(normalization="tf_ranking")(y_true, y_pred).numpy() == pytest.approx(0.39906943, abs=1e-7)
-    assert losses.PairwiseHingeLoss(normalization="tf_ranking")(y_true, y_pred).numpy() == pytest.approx(0.6, abs=1e-7)
+    assert (
+        losses.RankNetLoss(normalization="tf_ranking")(y_true, y_pred).numpy()
+        == pytest.approx(0.39906943, abs=1e-7)
+    )
+    assert (
+        losses.PairwiseHingeLoss(normalization="tf_ranking")(y_true, y_pred).numpy()
+        == pytest.approx(0.6, abs=1e-7)
+    )
     assert losses.ListMLELoss()(y_true, y_pred).numpy() == pytest.approx(0.7981389, abs=1e-7)
     # Its ragged example, [[1, 0], [0, 1, 0]], is a padded batch here (L = 3 counts padding).
     ragged_labels = [[1.0, 0.0, -1.0], [0.0, 1.0, 0.0]]
@@ -116,8 +129,13 @@ def test_tf_ranking_documented_examples():
     loss = losses.RankNetLoss(normalization="tf_ranking")
     assert loss(ragged_labels, ragged_scores).numpy() == pytest.approx(0.3109182, abs=1e-7)
     # The default normalisation: the mean over lists of each list's mean over pairs.
-    expected = np.mean([np.log1p(np.exp(0.2)), np.mean([np.log1p(np.exp(-0.3)), np.log1p(np.exp(-0.4))])])
-    assert losses.RankNetLoss()(ragged_labels, ragged_scores).numpy() == pytest.approx(expected, abs=1e-7)
+    expected = np.mean(
+        [np.log1p(np.exp(0.2)), np.mean([np.log1p(np.exp(-0.3)), np.log1p(np.exp(-0.4))])]
+    )
+    assert (
+        losses.RankNetLoss()(ragged_labels, ragged_scores).numpy()
+        == pytest.approx(expected, abs=1e-7)
+    )
 
 
 def test_gradients_match_finite_differences():
@@ -164,7 +182,12 @@ def test_finite_for_extreme_scores_padding_and_empty_lists(dtype):
     scores = np.array([[6e4, -6e4, 0.0, 1.0], [1.0, 2.0, 3.0, 4.0], [5.0, 0.0, 0.0, 0.0]])
     if dtype == tf.float32:
         scores[0, :2] = [1e4, -1e4]
-    for function in (losses.ranknet_loss, losses.pairwise_hinge_loss, losses.listmle_loss, losses.listwise_mse):
+    for function in (
+        losses.ranknet_loss,
+        losses.pairwise_hinge_loss,
+        losses.listmle_loss,
+        losses.listwise_mse,
+    ):
         value, _ = assert_finite_value_and_gradient(lambda s: function(labels, s), scores, dtype)
         assert value.dtype == tf.float32
         assert value.numpy()[1] == 0.0  # an empty list

@@ -1,11 +1,11 @@
 """Regression losses against brute-force NumPy, Keras' Huber, SciPy; gradients; the delta trap."""
 
+from common import losses
+
 import numpy as np
 import pytest
 import tensorflow as tf
 from scipy import integrate, optimize, special, stats
-
-from common import losses
 
 from ._checks import assert_finite_value_and_gradient, assert_gradient_matches_finite_differences
 
@@ -82,8 +82,12 @@ def test_huber_matches_keras_and_brute_force(delta):
     y_true = _random((9, 4)).astype("float32")
     y_pred = _random((9, 4)).astype("float32")
     ours = losses.huber(y_true, y_pred, delta).numpy()
-    np.testing.assert_allclose(ours, tf.keras.losses.huber(y_true, y_pred, delta).numpy(), rtol=1e-6)
-    np.testing.assert_allclose(ours, _rows(lambda t, p: _np_huber(t, p, delta), y_true, y_pred), rtol=1e-5)
+    np.testing.assert_allclose(
+        ours, tf.keras.losses.huber(y_true, y_pred, delta).numpy(), rtol=1e-6
+    )
+    np.testing.assert_allclose(
+        ours, _rows(lambda t, p: _np_huber(t, p, delta), y_true, y_pred), rtol=1e-5
+    )
     keras_class = tf.keras.losses.Huber(delta)(y_true, y_pred).numpy()
     np.testing.assert_allclose(losses.Huber(delta)(y_true, y_pred).numpy(), keras_class, rtol=1e-6)
 
@@ -185,7 +189,9 @@ def test_batch_against_batch_by_one_is_aligned_not_broadcast():
 
 
 def test_real_shape_mismatch_names_the_arguments():
-    with pytest.raises(ValueError, match=r"huber: y_true has shape \(4,\) and y_pred has shape \(4, 3\)"):
+    with pytest.raises(
+        ValueError, match=r"huber: y_true has shape \(4,\) and y_pred has shape \(4, 3\)"
+    ):
         losses.huber(np.zeros(4), np.zeros((4, 3)))
     with pytest.raises(ValueError, match="y_true has shape"):
         losses.weighted_mse(np.zeros((4, 2)), np.zeros((4, 3)))
@@ -209,7 +215,9 @@ def test_integer_labels_are_accepted():
 
 
 def _log_z(delta):
-    return np.log(np.sqrt(2 * np.pi) * special.erf(delta / np.sqrt(2)) + 2 * np.exp(-delta**2 / 2) / delta)
+    return np.log(
+        np.sqrt(2 * np.pi) * special.erf(delta / np.sqrt(2)) + 2 * np.exp(-delta**2 / 2) / delta
+    )
 
 
 def _vector_rho(u, delta):
@@ -280,7 +288,9 @@ def _train_adaptive_huber(noise, initial_delta, learn_scale, steps):
 
 def test_adaptive_huber_with_unit_scale_learns_the_nll_optimum_and_never_collapses():
     noise = RNG.standard_t(3, size=20000)
-    trajectory, scale = _train_adaptive_huber(noise, initial_delta=0.2, learn_scale=False, steps=300)
+    trajectory, scale = _train_adaptive_huber(
+        noise, initial_delta=0.2, learn_scale=False, steps=300
+    )
     optimum, _ = _sample_optimum(noise, learn_scale=False)
     assert scale == 1.0
     assert optimum == pytest.approx(0.97, abs=0.04)  # the sample's optimum near the population's

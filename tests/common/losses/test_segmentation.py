@@ -1,10 +1,11 @@
-"""Soft Dice against a brute-force NumPy loop: one-hot and index labels, ignored pixels, empty classes."""
+"""Soft Dice against a brute-force NumPy loop: one-hot and index labels, ignored pixels,
+empty classes."""
+
+from common import losses
 
 import numpy as np
 import pytest
 import tensorflow as tf
-
-from common import losses
 
 from ._checks import assert_finite_value_and_gradient, assert_gradient_matches_finite_differences
 
@@ -51,7 +52,9 @@ def test_dice_matches_brute_force_for_one_hot_labels_of_any_dtype(smooth):
     one_hot = np.eye(4)[indices]
     expected = _np_dice(one_hot, probabilities, smooth)
     for labels in (one_hot, one_hot.astype("int32"), one_hot.astype("uint8"), one_hot.astype(bool)):
-        np.testing.assert_allclose(losses.dice_loss(labels, probabilities, smooth), expected, rtol=1e-10)
+        np.testing.assert_allclose(
+            losses.dice_loss(labels, probabilities, smooth), expected, rtol=1e-10
+        )
 
 
 def test_dice_accepts_class_indices_and_ignores_out_of_range_pixels():
@@ -60,7 +63,9 @@ def test_dice_accepts_class_indices_and_ignores_out_of_range_pixels():
     labelled = np.where(ignored, 255, indices)
     labelled[1, 0, 0] = -1  # another "unlabelled" marker
     valid = (labelled >= 0) & (labelled < 4)
-    expected = _np_dice(np.eye(4)[np.where(valid, labelled, 0)] * valid[..., None], probabilities, 1.0, valid)
+    expected = _np_dice(
+        np.eye(4)[np.where(valid, labelled, 0)] * valid[..., None], probabilities, 1.0, valid
+    )
     for labels in (labelled, labelled[..., None], labelled.astype("int64")):
         np.testing.assert_allclose(losses.dice_loss(labels, probabilities), expected, rtol=1e-10)
     np.testing.assert_allclose(
@@ -72,8 +77,12 @@ def test_dice_empty_class_and_perfect_prediction():
     indices, _ = _case()
     one_hot = np.eye(4)[indices]
     # A perfect prediction scores 1 on every class, including the one absent from sample 0.
-    np.testing.assert_allclose(losses.dice_loss(one_hot, one_hot, smooth=0.0), np.zeros(3), atol=1e-12)
-    np.testing.assert_allclose(losses.dice_loss(one_hot, one_hot, smooth=1.0), np.zeros(3), atol=1e-12)
+    np.testing.assert_allclose(
+        losses.dice_loss(one_hot, one_hot, smooth=0.0), np.zeros(3), atol=1e-12
+    )
+    np.testing.assert_allclose(
+        losses.dice_loss(one_hot, one_hot, smooth=1.0), np.zeros(3), atol=1e-12
+    )
 
 
 def test_binary_segmentation_with_one_channel():
@@ -82,7 +91,9 @@ def test_binary_segmentation_with_one_channel():
     expected = _np_dice(mask[..., None], probabilities, 1.0)
     # With one class, [B, H, W] labels are the mask itself (not class indices).
     np.testing.assert_allclose(losses.dice_loss(mask, probabilities), expected, rtol=1e-10)
-    np.testing.assert_allclose(losses.dice_loss(mask[..., None], probabilities), expected, rtol=1e-10)
+    np.testing.assert_allclose(
+        losses.dice_loss(mask[..., None], probabilities), expected, rtol=1e-10
+    )
 
 
 def test_integer_masks_are_cast_not_multiplied_into_an_error():

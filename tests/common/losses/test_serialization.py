@@ -1,4 +1,5 @@
-"""Every Loss class and loss layer round-trips its config; a `.keras` file loads in a fresh process."""
+"""Every Loss class and loss layer round-trips its config; a `.keras` file loads in a fresh
+process."""
 
 import json
 import os
@@ -6,11 +7,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+from common import losses
+
 import numpy as np
 import pytest
 import tensorflow as tf
-
-from common import losses
 
 REPOSITORY = Path(__file__).resolve().parents[3]
 RNG = np.random.default_rng(80)
@@ -48,7 +49,10 @@ LOSSES = [
     (losses.HuberNLL(delta=0.7, scale=1.9), _regression_batch),
     (losses.WeightedBinaryCrossentropy(pos_weight=7.0, from_logits=True), _binary_batch),
     (losses.BinaryFocalCrossentropy(alpha=0.4, gamma=1.5, from_logits=True), _binary_batch),
-    (losses.BCEWithSoftPrecision(pos_weight=3.0, precision_weight=0.4, from_logits=True), _binary_batch),
+    (
+        losses.BCEWithSoftPrecision(pos_weight=3.0, precision_weight=0.4, from_logits=True),
+        _binary_batch,
+    ),
     (losses.DiceLoss(smooth=0.5), _image_batch),
     (losses.MaskedL1(name="l1"), _depth_batch),
     (losses.BerHu(), _depth_batch),
@@ -72,7 +76,8 @@ def _name(case):
 def test_every_public_loss_class_is_covered():
     loss_classes = {
         name for name in losses.__all__
-        if isinstance(getattr(losses, name), type) and issubclass(getattr(losses, name), tf.keras.losses.Loss)
+        if isinstance(getattr(losses, name), type)
+        and issubclass(getattr(losses, name), tf.keras.losses.Loss)
     }
     assert loss_classes == {type(loss).__name__ for loss, _ in LOSSES}
 
@@ -155,7 +160,13 @@ def test_keras_file_loads_in_a_fresh_process_without_custom_objects(tmp_path):
 
     environment = dict(os.environ, PYTHONPATH=str(REPOSITORY), TF_CPP_MIN_LOG_LEVEL="2")
     completed = subprocess.run(
-        [sys.executable, "-c", _LOAD_IN_FRESH_PROCESS, str(tmp_path / "model.keras"), str(tmp_path / "data.npz")],
+        [
+            sys.executable,
+            "-c",
+            _LOAD_IN_FRESH_PROCESS,
+            str(tmp_path / "model.keras"),
+            str(tmp_path / "data.npz"),
+        ],
         capture_output=True,
         text=True,
         env=environment,

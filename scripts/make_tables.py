@@ -6,7 +6,9 @@
 Recipe READMEs get, between `<!-- results:begin -->` and `<!-- results:end -->`, one
 section per published record: metrics beside baselines, the record's own tables,
 published references, timing and plots. The top README gets one row per recipe
-between `<!-- recipes:begin -->` and `<!-- recipes:end -->`.
+between `<!-- recipes:begin -->` and `<!-- recipes:end -->`; WORKSPACE.md one row per
+published config (command, seeds, wall time, what it reproduces) between
+`<!-- configs:begin -->` and `<!-- configs:end -->`.
 """
 
 from __future__ import annotations
@@ -69,6 +71,22 @@ def record_section(record: dict, path: Path, readme_dir: Path) -> list[str]:
     return lines + [""]
 
 
+def config_row(record: dict) -> list:
+    """recipe/config, command, seeds, wall time, and the references it is compared with."""
+    flags = record.get("flags", {})
+    seeds = flags.get("num_seeds") or 1
+    wall = record.get("timing", {}).get("wall_seconds")
+    anchors = "; ".join(f"{r['name']} {r.get('metric', '')} {r['value']}"
+                        for r in record.get("references", [])) or "– (no published anchor)"
+    sources = sorted({r["source"] for r in record.get("references", [])})
+    if sources:
+        anchors += f" (source: {'; '.join(sources)})"
+    command = " ".join(word for word in record["command"].split()
+                       if not word.startswith("--model_dir"))  # where it ran, not what
+    return [f"{record['recipe']}/{record['config']}", f"`{command}`", seeds,
+            "?" if wall is None else f"{wall / 60:.1f} min", anchors]
+
+
 def replace_between(text: str, begin: str, end: str, body: list[str]) -> str:
     if begin not in text or end not in text:
         return text
@@ -91,7 +109,7 @@ def fill(readme: Path, marker: str, body: list[str], check: bool) -> bool:
 
 def render(check: bool = False) -> int:
     stale = []
-    recipe_rows = []
+    recipe_rows, config_rows = [], []
     for recipe_dir in sorted((REPOSITORY / "recipes").glob("*/")):
         readme = recipe_dir / "README.md"
         records = [(results.load(p), p) for p in results.published(recipe_dir.name)]
@@ -100,6 +118,7 @@ def render(check: bool = False) -> int:
         body = []
         for record, path in records:
             body += record_section(record, path, recipe_dir)
+            config_rows.append(config_row(record))
         if readme.exists() and fill(readme, "results", body, check):
             stale.append(readme)
         default = next((r for r, _ in records if r["config"] == "default"), records[0][0])
@@ -116,6 +135,12 @@ def render(check: bool = False) -> int:
                       "best baseline (same run)"], recipe_rows)
         if fill(readme, "recipes", body, check):
             stale.append(readme)
+    workspace = REPOSITORY / "WORKSPACE.md"
+    if workspace.exists() and config_rows:
+        body = table(["config", "command", "seeds", "wall time (2 cores)", "reproduces"],
+                     config_rows)
+        if fill(workspace, "configs", body, check):
+            stale.append(workspace)
     for path in stale:
         print(f"{'out of date' if check else 'updated'}: {path.relative_to(REPOSITORY)}")
     return 1 if check and stale else 0

@@ -355,12 +355,52 @@ def test_classic_baselines_against_scikit_learn():
     knn = KNeighborsClassifier(1).fit(pca.transform(flat[train]), labels[train])
     expected = 1 - knn.score(pca.transform(flat[test]), labels[test])
     assert found["pca"]["identification_error"].value == pytest.approx(expected)
-    fisher_pca = PCA(10).fit(flat[train])  # N - c = 15 - 5
-    lda = LinearDiscriminantAnalysis().fit(fisher_pca.transform(flat[train]), labels[train])
-    knn = KNeighborsClassifier(1).fit(lda.transform(fisher_pca.transform(flat[train])),
-                                      labels[train])
-    expected = 1 - knn.score(lda.transform(fisher_pca.transform(flat[test])), labels[test])
+    mean, directions = published_fisherfaces(flat[train], labels[train], "svd")
+    knn = KNeighborsClassifier(1).fit((flat[train] - mean) @ directions, labels[train])
+    expected = 1 - knn.score((flat[test] - mean) @ directions, labels[test])
     assert found["fisherfaces"]["identification_error"].value == pytest.approx(expected)
+
+
+def published_fisherfaces(train: np.ndarray, labels: np.ndarray, solver: str):
+    """scikit-learn's PCA to N - c components, then its LDA's c - 1 discriminant
+    directions, mapped back to pixels and scaled to unit length as a projection, W_opt of
+    Belhumeur et al. (LDA's own transform whitens them). (mean [P], W_opt [P, c - 1])."""
+    classes = len(np.unique(labels))
+    pca = PCA(len(train) - classes).fit(train)
+    lda = LinearDiscriminantAnalysis(solver=solver).fit(pca.transform(train), labels)
+    directions = pca.components_.T @ lda.scalings_[:, :classes - 1]
+    return pca.mean_, directions / np.linalg.norm(directions, axis=0)
+
+
+@pytest.mark.parametrize("solver", ["eigen", "svd"])
+def test_fisherfaces_against_scikit_learn_lda(solver):
+    """On synthetic faces (8 people, first 3 of 6 images train): the same c - 1 dimensional
+    subspace as PCA(N - c) + scikit-learn's LDA (its test points an invertible linear map
+    of ours), and the same projection once its directions have unit length, so the same
+    nearest neighbours."""
+    pixels, labels = synthetic.render(8, 6, (16, 16), seed=5)
+    flat = pixels.reshape(len(labels), -1).astype(np.float64)
+    train, test = data.positions(labels) < 3, data.positions(labels) >= 3
+    mean, directions = evaluate.fisherfaces(flat[train], labels[train])
+    assert directions.shape == (256, 7)
+    ours = (flat[test] - mean) @ directions
+
+    pca = PCA(24 - 8).fit(flat[train])
+    lda = LinearDiscriminantAnalysis(solver=solver).fit(pca.transform(flat[train]),
+                                                        labels[train])
+    theirs = lda.transform(pca.transform(flat[test]))
+    assert theirs.shape == ours.shape
+    design = np.column_stack([theirs, np.ones(len(theirs))])
+    mapping, residual, rank, _ = np.linalg.lstsq(design, ours, rcond=None)
+    assert rank == 8 and np.abs(design @ mapping - ours).max() < 1e-6 * np.abs(ours).max()
+    assert np.linalg.matrix_rank(mapping[:-1]) == 7  # invertible: the same subspace
+
+    their_mean, unit = published_fisherfaces(flat[train], labels[train], solver)
+    projected = (flat[test] - their_mean) @ unit
+    np.testing.assert_allclose(np.abs(ours), np.abs(projected), atol=1e-6)  # up to sign
+    found = evaluate.nearest((flat[train] - mean) @ directions, ours)
+    expected = evaluate.nearest((flat[train] - their_mean) @ unit, projected)
+    np.testing.assert_array_equal(found, expected)
 
 
 def test_verification_metrics_against_brute_force():

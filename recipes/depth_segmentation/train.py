@@ -4,9 +4,10 @@
 
 Trains the multi-task U-Net (shared encoder, one decoder per task that reads it through
 its own attention masks) and the two single-task networks of the same encoder and
-decoder, then reports, with paired bootstrap intervals over the test images, ΔM (mean
-relative change over mIoU, pixel accuracy, abs err and AbsRel; negative = multi-task
-better) and each task's gain. `--weighting`: a loss weighting (static, uncertainty,
+decoder, each from `--num_seeds` seeds on the same rooms, then reports ΔM (mean relative
+change over mIoU, pixel accuracy, abs err and AbsRel; negative = multi-task better) and
+each task's gain as means over the seeds, with intervals over seeds and test images and
+tolerances from the seeds' spread. `--weighting`: a loss weighting (static, uncertainty,
 dwa, famo) or a method of common.balancing that combines the per-task gradients
 (`--help` lists them all). Data: rendered rooms (default), `nyuv2:PATH` (the labelled
 .mat), `npz:PATH`. Settings: config.py.

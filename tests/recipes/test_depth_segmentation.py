@@ -563,7 +563,7 @@ BAD_FLAGS = {
     "dwa_temperature": "0", "shared_width": "inf", "base_filters": "100000", "levels": "50",
     "shared_levels": "-1", "train_images": "1000000000", "test_images": "1",
     "image_size": "100000", "num_classes": "1", "test_fraction": "nan",
-    "validation_fraction": "1.0",
+    "validation_fraction": "1.0", "num_seeds": "0",
 }
 
 

@@ -70,15 +70,14 @@ def retrieval_per_user(scores: np.ndarray, positives: np.ndarray, seen: np.ndarr
     """Per user [N]: recall@k and NDCG@ndcg_k of catalog scores [N, M + 1], `seen`
     movies excluded; vectorised (one partition and one sort of k columns per user)."""
     masked = np.where(seen, -np.inf, scores)
-    k, ndcg_k = min(k, masked.shape[1]), min(ndcg_k, masked.shape[1])
-    width = max(k, ndcg_k)
+    width = min(max(k, ndcg_k), masked.shape[1])  # a catalog smaller than k: all of it
     top = np.argpartition(-masked, width - 1, axis=1)[:, :width]
     top = np.take_along_axis(top, np.argsort(-np.take_along_axis(masked, top, 1), 1,
                                              kind="stable"), 1)
     hits = np.take_along_axis(positives, top, 1)
     count = positives.sum(1)
     discounts = 1.0 / np.log2(np.arange(2, ndcg_k + 2))
-    dcg = (hits[:, :ndcg_k] * discounts).sum(1)
+    dcg = (hits[:, :ndcg_k] * discounts[:min(ndcg_k, width)]).sum(1)
     ideal = np.cumsum(discounts)[np.minimum(count, ndcg_k) - 1]
     return {f"retrieval_recall@{k}": hits[:, :k].sum(1) / count,
             f"retrieval_ndcg@{ndcg_k}": dcg / ideal}
@@ -88,6 +87,7 @@ def top_k_accuracy(scores: np.ndarray, positives: np.ndarray, k: int = TUTORIAL_
     """TFRS FactorizedTopK: held-out pairs whose movie scores within the user's top k of
     the whole catalog (column 0 excluded, seen movies not)."""
     catalog = scores[:, 1:]
+    k = min(k, catalog.shape[1])
     kth = -np.partition(-catalog, k - 1, axis=1)[:, k - 1:k]
     return float(((catalog >= kth) & positives[:, 1:]).sum() / positives.sum())
 

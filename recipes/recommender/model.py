@@ -198,8 +198,10 @@ class MultiTask(tf.keras.Model):
                                                      step=self.optimizer.iterations)
             del tape
             balancing.apply_gradients(self.optimizer, gradients, variables)
-        else:
-            self.optimizer.minimize(replica_share, variables, tape=tape)
+        else:  # a single-task network leaves the other heads without a gradient
+            gradients = tape.gradient(replica_share, variables)
+            self.optimizer.apply_gradients([(g, v) for g, v in zip(gradients, variables)
+                                            if g is not None])
         if self.weighting == "famo":  # the losses after the step, on the same batch
             after = self.task_losses(inputs, ratings)
             self.famo.update(balancing.global_mean(task_losses), balancing.global_mean(after))
@@ -225,9 +227,11 @@ def serving(network: tf.keras.Model, user_ids: np.ndarray, movie_ids: np.ndarray
     code = tf.cast(tf.keras.layers.IntegerLookup(
         vocabulary=[int(i) for i in user_ids], mask_token=None, num_oov_indices=1,
         name="user_code")(raw), tf.int32)
-    user_vector, _ = towers(network)
-    scores = tf.keras.layers.Dense(len(catalog), trainable=False, name="catalog")(
-        user_vector(code))
+    # The network itself (not a tower sharing its layers: a .keras file then restores
+    # the weights out of order) gives the user vector, with a dummy list of movies.
+    user_vector = network({"user": code, "movie": tf.expand_dims(tf.zeros_like(code), 1)})[
+        "user_vector"]
+    scores = tf.keras.layers.Dense(len(catalog), trainable=False, name="catalog")(user_vector)
     k = min(k, len(movie_ids))
     top = tf.math.top_k(scores, k=k)
     movies = tf.cast(top.indices, tf.int32)

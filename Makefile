@@ -18,9 +18,9 @@ $(INSTALLED): pyproject.toml
 train: $(INSTALLED)  ## the ranking recipe on its offline default data
 	$(BIN)/python recipes/ranking/train.py $(ARGS)
 
-test: $(INSTALLED)  ## the linter (ruff, settings in pyproject.toml), then every test; no network
+test: $(INSTALLED)  ## the linter (ruff), then every test, one test file per core; no network
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest $(ARGS)
+	$(BIN)/python -m pytest -n auto --dist loadfile $(ARGS)
 
 lint: $(INSTALLED)  ## ruff alone
 	$(BIN)/ruff check .

@@ -297,6 +297,22 @@ def apply_gradients(optimizer, gradients, variables) -> None:
     optimizer.apply_gradients(pairs, skip_gradients_aggregation=True)
 
 
+def step(optimizer, tape: tf.GradientTape, task_losses, replica_share, variables,
+         method: str | None) -> None:
+    """One optimizer step of a multi-task `train_step`. With a gradient `method` (one of
+    METHODS; the tape persistent), the tasks' gradients combined by it; otherwise the
+    gradient of `replica_share` (this replica's share of the weighted loss), where a
+    variable no task reaches (another task's head of a single-task network) gets none."""
+    if method in METHODS:
+        gradients = combined_gradients(tape, task_losses, variables, method=method,
+                                       step=optimizer.iterations)
+        apply_gradients(optimizer, gradients, variables)
+    else:
+        gradients = tape.gradient(replica_share, variables)
+        optimizer.apply_gradients([(g, v) for g, v in zip(gradients, variables)
+                                   if g is not None])
+
+
 # FAMO's task-logit optimizer, as the authors' code (Cranial-XIX/FAMO, famo.py) and
 # LibMTL (weighting/FAMO.py) set it: torch Adam, lr 0.025 (FAMO_w_lr), L2-style weight
 # decay 0.001 (LibMTL's FAMO_w_gamma; the authors' trainers take --gamma, default 0.01),

@@ -59,6 +59,19 @@ def epoch_stream(batches: Callable, steps: int, gather: Callable | None = None):
     return stream
 
 
+def array_stream(tensors, size: int, global_batch_size: int, seed: int,
+                 what: str = "training examples"):
+    """`epoch_stream` over in-memory arrays: `tensors` (a nest of arrays or tensors whose
+    first dimension is `size`) gathered a whole batch of rows at a time."""
+    tensors = tf.nest.map_structure(tf.constant, tensors)
+
+    def gather(batch):
+        return tf.nest.map_structure(lambda tensor: tf.gather(tensor, batch), tensors)
+
+    return epoch_stream(epoch_rows(size, global_batch_size, seed),
+                        steps_per_epoch(size, global_batch_size, what), gather)
+
+
 def training_stream(examples: tf.data.Dataset, *, global_batch_size: int, seed: int,
                     first_epoch: int = 0,
                     shuffle_buffer: int | None = None) -> tuple[tf.data.Dataset, int]:

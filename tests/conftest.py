@@ -152,6 +152,16 @@ def train_recipe(tmp_path, monkeypatch):
     return run
 
 
+def assert_refused(outcomes: dict, expected: dict) -> None:
+    """Every case of `run_commands`'s `outcomes` was refused (status 1 or 2) with stderr
+    holding `expected[name]`, and left nothing in its run directory."""
+    for name, message in expected.items():
+        outcome = outcomes[name]
+        assert outcome["status"] in (1, 2), (name, outcome["stderr"][-2000:])
+        assert message in outcome["stderr"], (name, outcome["stderr"][-2000:])
+        assert outcome["written"] == [], (name, outcome["written"])
+
+
 @pytest.fixture
 def bad_inputs(tmp_path, monkeypatch):
     """`run(recipe, cases)`: `run_commands` in tmp_path (default run directories land

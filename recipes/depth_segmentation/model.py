@@ -240,14 +240,9 @@ class MultiTask(tf.keras.Model):
             else:
                 total = tf.reduce_sum(weights * tf.stack(task_losses))
             replica_share = total / replicas
-        if gradient_method:
-            gradients = balancing.combined_gradients(tape, task_losses, variables,
-                                                     method=self.weighting,
-                                                     step=self.optimizer.iterations)
-            del tape
-            balancing.apply_gradients(self.optimizer, gradients, variables)
-        else:
-            self.optimizer.minimize(replica_share, variables, tape=tape)
+        balancing.step(self.optimizer, tape, task_losses, replica_share, variables,
+                       self.weighting)
+        del tape
         if self.weighting == "famo":  # the losses after the step, on the same batch
             after = self.task_losses(targets, self(images, training=True))
             self.famo.update(balancing.global_mean(task_losses), balancing.global_mean(after))

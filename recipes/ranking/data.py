@@ -10,10 +10,9 @@ from __future__ import annotations
 import dataclasses
 
 from common import movielens
-from common.stream import epoch_rows, epoch_stream, steps_per_epoch
+from common.stream import array_stream
 
 import numpy as np
-import tensorflow as tf
 
 # The loader's names, as the ranking recipe, its protocols and tests use them (`data.*`).
 Ratings, RATING_COLUMNS = movielens.Ratings, movielens.RATING_COLUMNS
@@ -43,12 +42,5 @@ def stream(lists: Lists, global_batch_size: int, seed: int):
     "movie": [B, L]}, labels [B, L]), much cheaper than batching B single examples each
     step (the tutorial's model trains from pre-batched lists).
     """
-    rows = epoch_rows(len(lists), global_batch_size, seed)
-    tensors = ({"user": tf.constant(lists.users), "movie": tf.constant(lists.movies)},
-               tf.constant(lists.labels))
-
-    def gather(batch):
-        return tf.nest.map_structure(lambda tensor: tf.gather(tensor, batch), tensors)
-
-    return epoch_stream(rows, steps_per_epoch(len(lists), global_batch_size,
-                                              "training lists"), gather)
+    return array_stream(({"user": lists.users, "movie": lists.movies}, lists.labels),
+                        len(lists), global_batch_size, seed, "training lists")

@@ -16,11 +16,10 @@ from __future__ import annotations
 import dataclasses
 
 from common import movielens
-from common.stream import epoch_rows, epoch_stream, steps_per_epoch
+from common.stream import array_stream
 
 import numpy as np
 import pandas as pd
-import tensorflow as tf
 
 
 @dataclasses.dataclass
@@ -105,15 +104,9 @@ def stream(examples: Lists, global_batch_size: int, seed: int):
     """`fit`'s stream: fn(first_epoch) -> (endless global batches, steps per epoch);
     epoch e a permutation of the lists from (seed, e) alone (`common.stream`). A batch:
     ({"user": [B], "movie": [B, L]}, ratings [B, L])."""
-    rows = epoch_rows(len(examples), global_batch_size, seed)
-    tensors = ({"user": tf.constant(examples.users), "movie": tf.constant(examples.movies)},
-               tf.constant(examples.ratings))
-
-    def gather(batch):
-        return tf.nest.map_structure(lambda tensor: tf.gather(tensor, batch), tensors)
-
-    return epoch_stream(rows, steps_per_epoch(len(examples), global_batch_size,
-                                              "training lists"), gather)
+    return array_stream(({"user": examples.users, "movie": examples.movies},
+                         examples.ratings), len(examples), global_batch_size, seed,
+                        "training lists")
 
 
 def interactions(table: pd.DataFrame, num_users: int, num_movies: int) -> np.ndarray:

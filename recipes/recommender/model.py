@@ -192,16 +192,9 @@ class MultiTask(tf.keras.Model):
             weights = self.loss_weights(task_losses)
             total = tf.reduce_sum(weights * tf.stack(task_losses))
             replica_share = total / replicas
-        if gradient_method:
-            gradients = balancing.combined_gradients(tape, task_losses, variables,
-                                                     method=self.weighting,
-                                                     step=self.optimizer.iterations)
-            del tape
-            balancing.apply_gradients(self.optimizer, gradients, variables)
-        else:  # a single-task network leaves the other heads without a gradient
-            gradients = tape.gradient(replica_share, variables)
-            self.optimizer.apply_gradients([(g, v) for g, v in zip(gradients, variables)
-                                            if g is not None])
+        balancing.step(self.optimizer, tape, task_losses, replica_share, variables,
+                       self.weighting)
+        del tape
         if self.weighting == "famo":  # the losses after the step, on the same batch
             after = self.task_losses(inputs, ratings)
             self.famo.update(balancing.global_mean(task_losses), balancing.global_mean(after))

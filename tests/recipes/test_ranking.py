@@ -21,7 +21,7 @@ from sklearn.metrics import ndcg_score
 
 from recipes.ranking import data, evaluate, model, protocols
 from recipes.ranking.config import Config
-from tests.conftest import REPOSITORY, RecipeRun, run_command
+from tests.conftest import REPOSITORY, RecipeRun, assert_refused, run_command
 
 RECIPE = "ranking"
 TRAIN = REPOSITORY / "recipes" / RECIPE / "train.py"
@@ -283,11 +283,7 @@ def test_bad_inputs_are_refused_before_anything_is_written(tmp_path, bad_inputs)
     }
     outcomes = bad_inputs(RECIPE, {name: ["--smoke", *argv]
                                    for name, (argv, _) in cases.items()})
-    for name, (_, expected) in cases.items():
-        outcome = outcomes[name]
-        assert outcome["status"] in (1, 2), (name, outcome["stderr"][-2000:])
-        assert expected in outcome["stderr"], (name, outcome["stderr"][-2000:])
-        assert outcome["written"] == [], (name, outcome["written"])
+    assert_refused(outcomes, {name: expected for name, (_, expected) in cases.items()})
 
 
 # ---- protocols ---------------------------------------------------------------------

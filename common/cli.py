@@ -162,7 +162,11 @@ def run(train: Callable[[Shared], dict], config: Shared) -> int:
     130: Ctrl-C. 143: SIGTERM. Either way the run directory's lock is released.
     """
     main_thread = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGTERM, _raise_terminated) if main_thread else None
+    if main_thread:
+        # Ctrl-C interrupts even where the parent started this process ignoring SIGINT
+        # (a shell's background job, a test runner's worker): Python then leaves it ignored.
+        previous = (signal.signal(signal.SIGTERM, _raise_terminated),
+                    signal.signal(signal.SIGINT, signal.default_int_handler))
     try:
         train(config)
         return 0
@@ -190,7 +194,8 @@ def run(train: Callable[[Shared], dict], config: Shared) -> int:
         return 143
     finally:
         if main_thread:
-            signal.signal(signal.SIGTERM, previous)
+            signal.signal(signal.SIGTERM, previous[0])
+            signal.signal(signal.SIGINT, previous[1])
         rundir.release_locks()
 
 

@@ -12,6 +12,7 @@ Prints a table; exits 1 if any metric misses, 2 on bad arguments.
 from __future__ import annotations
 
 import argparse
+import functools
 import re
 import shlex
 import subprocess
@@ -55,6 +56,7 @@ def recipe_script(recipe) -> Path:
     return folder / recipe / "train.py"
 
 
+@functools.cache
 def recipe_flags(script: Path) -> set[str]:
     """The flags the recipe defines (its own and the shared ones), from its --help."""
     completed = subprocess.run([sys.executable, str(script), "--help"], cwd=REPOSITORY,

@@ -107,16 +107,6 @@ def test_help_lists_the_shared_flags_and_exits_0():
     assert not any(noise in completed.stderr for noise in START_UP_NOISE)
 
 
-def test_a_smoke_run_prints_no_tensorflow_start_up_lines(run_recipe):
-    result = run_recipe("ranking", "--smoke", "--epochs=1")
-    assert result.returncode == 0, result
-    noisy = [line for line in result.stderr.splitlines()
-             if any(noise in line for noise in START_UP_NOISE)]
-    assert not noisy, noisy
-    warnings = [line for line in result.stderr.splitlines() if "WARNING" in line]
-    assert len(warnings) == len(set(warnings))  # each warning once
-
-
 @pytest.mark.parametrize("args, message", [
     (["--dataset=grouplens:/no/such/folder"], "no/such/folder"),
     (["--global_batch_size=0"], "global_batch_size"),

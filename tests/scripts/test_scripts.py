@@ -117,23 +117,29 @@ def test_publish_reproduce_and_tables(copy):
     assert run(copy, "scripts/make_tables.py", "--check").returncode == 0
 
 
-@pytest.mark.parametrize("change, message", [
-    ({"recipe": "../../x"}, "not one of recipes/"),
-    ({"command": "python recipes/ranking/train.py --no_such_flag=1"}, "no such flag"),
-    ({"command": "python recipes/ranking/train.py --flagfile=/etc/passwd"}, "not under"),
-    ({"command": "python x/train.py --epochs=1"}, "does not run"),
-    ({"command": "python recipes/ranking/train.py ; touch pwned"}, "not a --flag"),
-])
-def test_reproduce_runs_only_a_recipe_of_the_repository_with_its_own_flags(copy, change,
-                                                                          message):
+FORGED = {  # a record's field -> what reproduce.py says of it
+    "a": ({"recipe": "../../x"}, "not one of recipes/"),
+    "b": ({"command": "python recipes/ranking/train.py --no_such_flag=1"}, "no such flag"),
+    "c": ({"command": "python recipes/ranking/train.py --flagfile=/etc/passwd"}, "not under"),
+    "d": ({"command": "python x/train.py --epochs=1"}, "does not run"),
+    "e": ({"command": "python recipes/ranking/train.py ; touch pwned"}, "not a --flag"),
+}
+
+
+def test_reproduce_runs_only_a_recipe_of_the_repository_with_its_own_flags(copy):
     """A record is data: whatever it says, reproduce.py runs nothing else."""
     (copy / "x").mkdir()
     (copy / "x" / "train.py").write_text("open('pwned', 'w').close()\n")
-    record = {"recipe": RECIPE, "config": "default", "metrics": {"m": 1.0},
-              "tolerances": {"m": 0.1},
-              "command": f"python recipes/{RECIPE}/train.py --smoke", **change}
     (copy / "results" / RECIPE).mkdir(parents=True)
-    (copy / "results" / RECIPE / "default.json").write_text(json.dumps(record))
+    for config, (change, _) in FORGED.items():
+        record = {"recipe": RECIPE, "config": config, "metrics": {"m": 1.0},
+                  "tolerances": {"m": 0.1},
+                  "command": f"python recipes/{RECIPE}/train.py --smoke", **change}
+        (copy / "results" / RECIPE / f"{config}.json").write_text(json.dumps(record))
     refused = run(copy, "scripts/reproduce.py", RECIPE)
-    assert refused.returncode == 1 and message in refused.stdout, refused.stdout[-2000:]
+    assert refused.returncode == 1, refused.stdout[-3000:]
+    for config, (_, message) in FORGED.items():
+        row = next(line for line in refused.stdout.splitlines()
+                   if line.startswith(f"{RECIPE}/{config} ") or f"/{config} " in line)
+        assert "MISS" in row and message in row, (config, row)
     assert not (copy / "pwned").exists()

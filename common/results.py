@@ -71,15 +71,19 @@ def versions() -> dict:
 
 
 def git_commit() -> str | None:
-    """The repository's HEAD commit, with "+dirty" when the work tree has changes."""
+    """The repository's HEAD commit, with "+dirty" when the work tree has changes outside
+    results/."""
     try:
         commit = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=REPOSITORY, capture_output=True, text=True,
             check=True,
         ).stdout.strip()
+        # The code's state: published records (results/) are what runs write, and
+        # republishing several configs in a row changes them between runs.
         dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPOSITORY,
-            capture_output=True, text=True, check=True,
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
+             ":(exclude)results"], cwd=REPOSITORY, capture_output=True, text=True,
+            check=True,
         ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return None

@@ -81,8 +81,8 @@ def config_row(record: dict) -> list:
     sources = sorted({r["source"] for r in record.get("references", [])})
     if sources:
         anchors += f" (source: {'; '.join(sources)})"
-    command = " ".join(word for word in record["command"].split()
-                       if not word.startswith("--model_dir"))  # where it ran, not what
+    command = " ".join(word for word in record["command"].split()  # what, not where
+                       if not word.startswith(("--model_dir", "--overwrite")))
     return [f"{record['recipe']}/{record['config']}", f"`{command}`", seeds,
             "?" if wall is None else f"{wall / 60:.1f} min", anchors]
 

@@ -4,6 +4,7 @@ import json
 import math
 import platform
 import re
+import subprocess
 
 from common import results
 
@@ -175,3 +176,25 @@ def test_published_lists_records_and_ignores_benchmarks(monkeypatch, tmp_path):
     assert results.published("ranking") == sorted(records[:2])
     assert results.published("benchmarks") == []
     assert results.published_path("ranking", "default") == records[0]
+
+
+def test_git_commit_names_the_code_and_ignores_published_records(tmp_path, monkeypatch):
+    repository = tmp_path / "repo"
+    (repository / "results").mkdir(parents=True)
+    (repository / "code.py").write_text("x = 1\n")
+    (repository / "results" / "r.json").write_text("{}\n")
+
+    def git(*args):
+        subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args],
+                       cwd=repository, check=True, capture_output=True)
+
+    git("init", "-q")
+    git("add", ".")
+    git("commit", "-qm", "one")
+    monkeypatch.setattr(results, "REPOSITORY", repository)
+    clean = results.git_commit()
+    assert len(clean) == 40
+    (repository / "results" / "r.json").write_text('{"republished": 1}\n')
+    assert results.git_commit() == clean  # a record written by a run: still the code's commit
+    (repository / "code.py").write_text("x = 2\n")
+    assert results.git_commit() == clean + "+dirty"

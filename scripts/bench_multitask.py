@@ -30,7 +30,6 @@ from pathlib import Path
 import common  # noqa: F401  (Keras 2 before TensorFlow)
 from common import results, timing
 
-import numpy as np
 import tensorflow as tf
 
 from recipes.depth_segmentation import model, synthetic
@@ -44,19 +43,8 @@ def make_step(config: Config, batch: dict, num_classes: int):
     """The recipe's train step for `config` on a fresh network built as the recipe builds
     it, as a tf.function of no arguments (the batch is fixed)."""
     tf.keras.utils.set_random_seed(config.seed)
-    valid_depth = batch["depths"][batch["depths"] > 0]
-    network = model.build(
-        num_classes, model.TASKS, image_shape=batch["images"].shape[1:3],
-        base_filters=config.base_filters, levels=config.levels,
-        depth_scale=float(np.median(valid_depth)), exchange=config.exchange,
-        shared_levels=config.shared_levels, attention=config.attention,
-        shared_width=config.shared_width)
-    trainer = model.MultiTask(
-        network, num_classes=num_classes, weighting=config.weighting,
-        static_weights=(config.seg_weight, config.depth_weight),
-        depth_loss=config.depth_loss, cross_entropy_weight=config.cross_entropy_weight,
-        dwa_temperature=config.dwa_temperature)
-    trainer.compile(optimizer=tf.keras.optimizers.Adam(config.learning_rate))
+    trainer = model.build_trainer(config, num_classes, model.TASKS, batch["images"],
+                                  batch["depths"])
     data = (tf.constant(batch["images"]),
             {"labels": tf.constant(batch["labels"]), "depth": tf.constant(batch["depths"])})
     return tf.function(lambda: trainer.train_step(data)["loss"])

@@ -16,6 +16,7 @@ from __future__ import annotations
 import common  # noqa: F401  (Keras 2 before TensorFlow)
 from common import balancing, losses
 
+import numpy as np
 import tensorflow as tf
 
 TASKS = ("segmentation", "depth")
@@ -251,6 +252,26 @@ class MultiTask(tf.keras.Model):
             self.trackers[f"{task}_loss"].update_state(task_losses[k])
             self.trackers[f"weight_{task}"].update_state(weights[k])
         return {name: tracker.result() for name, tracker in self.trackers.items()}
+
+
+def build_trainer(config, num_classes: int, tasks, images, depths) -> MultiTask:
+    """The compiled `MultiTask` trainer of the network `config` (the recipe's Config)
+    asks for, with heads for `tasks`, sized for images [N, H, W, 3] and depths [N, H, W]
+    (its depth scale the median of the valid depths). Build it inside the strategy's
+    scope; the network is `trainer.network`."""
+    network = build(
+        num_classes, tasks, image_shape=images.shape[1:3], base_filters=config.base_filters,
+        levels=config.levels, depth_scale=float(np.median(depths[depths > 0])),
+        exchange=config.exchange, shared_levels=config.shared_levels,
+        attention=config.attention, shared_width=config.shared_width)
+    trainer = MultiTask(
+        network, num_classes=num_classes, weighting=config.weighting,
+        static_weights=(config.seg_weight, config.depth_weight), depth_loss=config.depth_loss,
+        cross_entropy_weight=config.cross_entropy_weight,
+        dwa_temperature=config.dwa_temperature)
+    trainer.compile(optimizer=tf.keras.optimizers.Adam(config.learning_rate),
+                    jit_compile=config.jit_compile)
+    return trainer
 
 
 def serving(network: tf.keras.Model):

@@ -42,21 +42,10 @@ def fit_network(run, config: Config, network_name: str, seed: int, train: dict,
     of NETWORKS on the `train` arrays (images [N, H, W, 3], depths and labels [N, H, W])."""
     name = run_name(network_name, seed, config.seed)
     tf.keras.utils.set_random_seed(seed)
-    valid_depth = train["depths"][train["depths"] > 0]
     with run.strategy.scope():
-        network = model.build(
-            num_classes, NETWORKS[network_name], image_shape=train["images"].shape[1:3],
-            base_filters=config.base_filters, levels=config.levels,
-            depth_scale=float(np.median(valid_depth)), exchange=config.exchange,
-            shared_levels=config.shared_levels, attention=config.attention,
-            shared_width=config.shared_width)
-        trainer = model.MultiTask(
-            network, num_classes=num_classes, weighting=config.weighting,
-            static_weights=(config.seg_weight, config.depth_weight),
-            depth_loss=config.depth_loss, cross_entropy_weight=config.cross_entropy_weight,
-            dwa_temperature=config.dwa_temperature)
-        trainer.compile(optimizer=tf.keras.optimizers.Adam(config.learning_rate),
-                        jit_compile=config.jit_compile)
+        trainer = model.build_trainer(config, num_classes, NETWORKS[network_name],
+                                      train["images"], train["depths"])
+    network = trainer.network
     callbacks = []
     if trainer.weighting == "dwa":
         # DWA's λ follow the logged epoch losses: a resumed run replays the epochs its

@@ -12,7 +12,9 @@ Prints a table; exits 1 if any metric misses, 2 on bad arguments.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import functools
+import importlib
 import re
 import shlex
 import subprocess
@@ -58,10 +60,10 @@ def recipe_script(recipe) -> Path:
 
 @functools.cache
 def recipe_flags(script: Path) -> set[str]:
-    """The flags the recipe defines (its own and the shared ones), from its --help."""
-    completed = subprocess.run([sys.executable, str(script), "--help"], cwd=REPOSITORY,
-                               capture_output=True, text=True, timeout=300)
-    return set(re.findall(r"^  --([a-z0-9_]+):", completed.stdout, re.MULTILINE))
+    """The flags the recipe defines (its own and the shared ones): its Config's fields."""
+    config_class = importlib.import_module(f"recipes.{script.parent.name}.config").Config
+    return {field.name for field in dataclasses.fields(config_class)
+            if field.metadata.get("flag", True)}
 
 
 def safe_arguments(record: dict, script: Path, known: set[str]) -> list[str]:

@@ -11,6 +11,7 @@ import importlib
 import io
 import json
 import os
+import socket
 import subprocess
 import sys
 import traceback
@@ -87,6 +88,31 @@ def run_recipe(tmp_path):
         return RecipeRun(completed, model_dir)
 
     return run
+
+
+def run_two_workers(recipe: str, args: tuple, model_dir: Path) -> tuple[dict, dict]:
+    """Runs `recipes/<recipe>/train.py *args --strategy=multi_worker` as two worker
+    processes on localhost (TF_CONFIG); asserts both exit 0 and returns their records
+    (the chief's, then worker 1's)."""
+    ports = []
+    for _ in range(2):
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            ports.append(sock.getsockname()[1])
+    workers = [f"127.0.0.1:{port}" for port in ports]
+    processes = []
+    for index in range(2):
+        tf_config = {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}
+        processes.append(subprocess.Popen(
+            [sys.executable, str(REPOSITORY / "recipes" / recipe / "train.py"), *args,
+             "--strategy=multi_worker", f"--model_dir={model_dir}"],
+            cwd=model_dir.parent, env={**os.environ, "TF_CONFIG": json.dumps(tf_config)},
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    outputs = [process.communicate(timeout=600) for process in processes]
+    for process, (_, stderr) in zip(processes, outputs):
+        assert process.returncode == 0, stderr[-3000:]
+    return (json.loads((model_dir / "results.json").read_text()),
+            json.loads((model_dir / "worker-1" / "results.json").read_text()))
 
 
 def run_commands(recipe: str, cases: dict, runs_dir: Path) -> dict:

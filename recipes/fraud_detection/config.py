@@ -20,6 +20,8 @@ class Config(config.Shared):
                                         "precision_at_recall"),
                              "weight_decays": (0.01, 1.0), "cv_repeats": 1}
     SMOKE_RESAMPLES: ClassVar[int] = 200  # bootstrap resamples under --smoke (1,000 otherwise)
+    # Gradient boosting's grid under --smoke: 200 rounds x 20 fits took half a smoke run.
+    SMOKE_BOOSTING_GRID: ClassVar[tuple] = ((0.1, 20), (0.1, 50))
 
     epochs: int = config.shared("epochs", 30)
     learning_rate: float = config.shared("learning_rate", 3e-3)

@@ -237,15 +237,16 @@ def logistic_regression(cv, x_train, y_train, x_validation, x_test,
 
 
 def gradient_boosting(cv, x_train, y_train, x_validation, x_test, seed: int,
-                      refit=None) -> tuple[Scored, dict]:
-    """HistGradientBoostingClassifier; [learning rate, rounds] by cross-validated PR-AUC."""
+                      refit=None, grid=BOOSTING_GRID) -> tuple[Scored, dict]:
+    """HistGradientBoostingClassifier; [learning rate, rounds] of `grid` by cross-validated
+    PR-AUC."""
     # One OpenMP thread (cross_validate, _baseline): on a busy 2-core machine its threads
     # spin (12x slower, measured).
     return _baseline("hist_gradient_boosting",
                      lambda setting: HistGradientBoostingClassifier(
                          learning_rate=setting[0], max_iter=setting[1],
                          early_stopping=False, random_state=seed),
-                     BOOSTING_GRID,
+                     grid,
                      lambda setting: "scikit-learn HistGradientBoostingClassifier("
                      f"learning_rate={setting[0]}, max_iter={setting[1]}), by "
                      "cross-validated PR-AUC", cv, x_train, y_train, x_validation, x_test,

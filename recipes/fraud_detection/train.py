@@ -184,7 +184,8 @@ def train(config: Config) -> dict:
             evaluate.logistic_regression(cv, x_train, y_train, x_validation, baseline_test,
                                          refit),
             evaluate.gradient_boosting(cv, x_train, y_train, x_validation, baseline_test,
-                                       config.seed, refit)):
+                                       config.seed, refit, config.SMOKE_BOOSTING_GRID
+                                       if config.smoke else evaluate.BOOSTING_GRID)):
         scored.append(baseline)
         chosen[baseline.name] = selected
     values = evaluate.evaluate(

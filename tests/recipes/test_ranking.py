@@ -2,10 +2,7 @@
 protocols and metrics, each checked against something independent."""
 
 import itertools
-import json
-import os
 import re
-import socket
 import subprocess
 import sys
 import types
@@ -21,7 +18,7 @@ from sklearn.metrics import ndcg_score
 
 from recipes.ranking import data, evaluate, model, protocols
 from recipes.ranking.config import Config
-from tests.conftest import REPOSITORY, RecipeRun, assert_refused, run_command
+from tests.conftest import REPOSITORY, RecipeRun, assert_refused, run_command, run_two_workers
 
 RECIPE = "ranking"
 TRAIN = REPOSITORY / "recipes" / RECIPE / "train.py"
@@ -165,27 +162,8 @@ def test_crash_mid_epoch_then_restart_equals_uninterrupted(smoke, tmp_path):
     assert resumed.record["weights_fingerprint"] == smoke.record["weights_fingerprint"]
 
 
-def _free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def test_two_workers_on_localhost_end_with_identical_weights(tmp_path):
-    workers = [f"127.0.0.1:{_free_port()}" for _ in range(2)]
-    processes = []
-    for index in range(2):
-        config = {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}
-        processes.append(subprocess.Popen(
-            [sys.executable, str(TRAIN), "--smoke", "--epochs=1", "--strategy=multi_worker",
-             f"--model_dir={tmp_path / 'run'}"],
-            cwd=tmp_path, env={**os.environ, "TF_CONFIG": json.dumps(config)},
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
-    outputs = [process.communicate(timeout=600) for process in processes]
-    for process, (_, stderr) in zip(processes, outputs):
-        assert process.returncode == 0, stderr[-3000:]
-    chief = json.loads((tmp_path / "run" / "results.json").read_text())
-    other = json.loads((tmp_path / "run" / "worker-1" / "results.json").read_text())
+    chief, other = run_two_workers(RECIPE, ("--smoke", "--epochs=1"), tmp_path / "run")
     assert chief["strategy"]["replicas"] == 2
     assert chief["weights_fingerprint"] == other["weights_fingerprint"]
 

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from recipes.recommender import data, evaluate
-from tests.conftest import RecipeRun, assert_refused, run_command
+from tests.conftest import RecipeRun, assert_refused, run_command, run_two_workers
 
 RECIPE = "recommender"
 # No single-task networks, no baselines: one network, for the strategy and resume tests.
@@ -113,6 +113,18 @@ def test_mirrored_two_replicas_matches_one_device(quick, tmp_path):
     for key in ("retrieval_ndcg@10", "ranking_ndcg", "rating_rmse"):
         assert two.record["metrics"][key] == pytest.approx(quick.record["metrics"][key],
                                                             abs=2e-3), key
+
+
+def test_two_workers_on_localhost_agree_with_one_device(quick, tmp_path):
+    """Two worker processes (MultiWorkerMirroredStrategy, global batch split in two) end
+    with identical weights and train as the one-device run does."""
+    chief, other = run_two_workers(RECIPE, (*QUICK, "--epochs=1"), tmp_path / "run")
+    assert chief["strategy"]["replicas"] == 2
+    assert chief["weights_fingerprint"] == other["weights_fingerprint"]
+    # The first epoch of the one-device run: the same weights and batches.
+    assert len(chief["history"]) == 1
+    assert chief["history"][0]["loss"] == pytest.approx(quick.record["history"][0]["loss"],
+                                                        rel=1e-3)
 
 
 def _ratings_folder(root, name, text):

@@ -152,6 +152,16 @@ def over_seeds_and_rows(fn: Callable[..., float], per_seed: list[tuple], *, seed
     return _percentile_interval(centre, draws, confidence)
 
 
+def seed_tolerances(per_seed: dict, one_seed: dict, floors: dict | None = None) -> dict:
+    """{name: tolerance} of a record: `seed_tolerance` of each name's per-seed values
+    (`per_seed` {name: [S]}, floored at `floors` {name: grain}) when S >= 2; with one seed
+    there is no spread to measure, and the hand-set `one_seed` {name: tolerance} holds."""
+    if min(len(values) for values in per_seed.values()) < 2:
+        return dict(one_seed)
+    return {name: seed_tolerance(values, (floors or {}).get(name, 0.0))
+            for name, values in per_seed.items()}
+
+
 def seed_tolerance(per_seed_values, floor: float = 0.0) -> float:
     """How far a reproduction of the mean over these seeds may land from it: three
     standard errors of that mean, 3 s / sqrt(S) with s the sample standard deviation of

@@ -131,10 +131,20 @@ def without_references(report: str) -> str:
 
 
 def without_tolerances(train: str) -> str:
-    """train.py with `training.finish(..., tolerances={})`."""
+    """train.py with `training.finish(..., tolerances={})`, and without the `common`
+    modules only the parent's tolerances used (`from common import ...`)."""
     edits = [(keyword.value, "{}") for node in ast.walk(ast.parse(train))
              if isinstance(node, ast.Call) and getattr(node.func, "attr", "") == "finish"
              for keyword in node.keywords if keyword.arg == "tolerances"]
+    train = _replace(train, edits)
+    tree = ast.parse(train)
+    used = {node.id for node in ast.walk(tree) if isinstance(node, ast.Name)}
+    edits = []
+    for node in tree.body:
+        if isinstance(node, ast.ImportFrom) and node.module == "common":
+            kept = [alias.name for alias in node.names if alias.name in used]
+            if len(kept) < len(node.names):
+                edits.append((node, f"from common import {', '.join(kept)}" if kept else ""))
     return _replace(train, edits)
 
 

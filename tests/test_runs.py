@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from tests.conftest import REPOSITORY
+from tests.conftest import REPOSITORY, run_command
 
 TRAIN = REPOSITORY / "recipes" / "ranking" / "train.py"
 START_UP_NOISE = ("absl::InitializeLog", "cuda", "cuInit", "oneDNN", "TF_ENABLE_ONEDNN_OPTS")
@@ -63,22 +63,25 @@ def test_a_finished_run_is_not_redone_and_overwrite_starts_over(train_recipe, tm
     assert len(fresh.record["history"]) == len(first.record["history"])
 
 
-def test_a_second_live_run_in_the_directory_is_refused(run_recipe, tmp_path):
+def test_a_second_live_run_in_the_directory_is_refused(tmp_path):
+    """The first run is a process (it must be alive while the second starts); the second
+    and the third run in this process, as their commands would."""
     model_dir = tmp_path / "run"
     first = _start(tmp_path, "--smoke", "--epochs=500", f"--model_dir={model_dir}")
     try:
         _wait_for(model_dir / "metrics.jsonl", first)
-        second = run_recipe("ranking", "--smoke", "--epochs=500", f"--model_dir={model_dir}")
-        assert second.returncode == 2, second
-        assert "in use by another run" in second.stderr
+        status, _, stderr = run_command("ranking", ["--smoke", "--epochs=500",
+                                                    f"--model_dir={model_dir}"])
+        assert status == 2, stderr
+        assert "in use by another run" in stderr
     finally:
         first.kill()
         first.communicate()
     # The killed run's lock is stale: the same command resumes.
     assert (model_dir / "lock").exists()
-    resumed = run_recipe("ranking", "--smoke", "--epochs=2", "--overwrite",
-                         f"--model_dir={model_dir}")
-    assert resumed.returncode == 0, resumed
+    status, _, stderr = run_command("ranking", ["--smoke", "--epochs=2", "--overwrite",
+                                                f"--model_dir={model_dir}"])
+    assert status == 0, stderr
 
 
 @pytest.mark.parametrize("sent, status, line", [

@@ -25,7 +25,7 @@ creditcard.csv layout by default, any CSV with --label_column), --test_dataset=c
 from __future__ import annotations
 
 import common  # noqa: F401  (Keras 2 before TensorFlow)
-from common import cli, results, training
+from common import cli, intervals, results, training
 
 import numpy as np
 import tensorflow as tf
@@ -209,7 +209,13 @@ def train(config: Config) -> dict:
                                                     splits.test.labels),
                  **splits.sizes()},
         model=headline_network,
-        tolerances={"pr_auc": 0.03, "precision": 0.03, "hits_at_k": 2},
+        # A hit is one customer; a precision moves by ~0.01 when one of the ~80 flagged
+        # rows changes: the floors of the seed spread.
+        tolerances=intervals.seed_tolerances(
+            {metric: [point[metric] for point in per_seed[headline_model].values()]
+             for metric in ("pr_auc", "precision", "hits_at_k")},
+            one_seed={"pr_auc": 0.03, "precision": 0.03, "hits_at_k": 2},
+            floors={"precision": 0.01, "hits_at_k": 1.0}),
         references=report.references(config.dataset, splits.numeric_columns),
         tables={"models": report.models_table(values, {m.name: m.what for m in scored},
                                               headline_model),

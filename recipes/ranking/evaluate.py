@@ -39,14 +39,16 @@ def evaluate(lists: Lists, seed_scores: list[np.ndarray], baselines: dict[str, n
              *, headline: str, ndcg_k: int, liked: float, seed: int):
     """Metrics of the model (per-list values averaged over its seeds) and of each
     baseline, each an `Interval` over test lists, and the paired differences
-    `<headline>_minus_<baseline>`. Returns (metrics, baselines, per-seed headline)."""
+    `<headline>_minus_<baseline>`. Returns (metrics, baselines, per-seed means: {metric:
+    [S]})."""
     per_seed = [per_list(lists, s, ndcg_k, liked) for s in seed_scores]
     model = {name: np.mean([values[name] for values in per_seed], axis=0)
              for name in per_seed[0]}
     results = {name: intervals.mean(values, seed=seed) for name, values in model.items()}
-    seed_headlines = [float(values[headline].mean()) for values in per_seed]
+    seed_means = {name: [float(values[name].mean()) for values in per_seed]
+                  for name in per_seed[0]}
     if len(per_seed) > 1:
-        results[f"{headline}_seed_std"] = float(np.std(seed_headlines, ddof=1))
+        results[f"{headline}_seed_std"] = float(np.std(seed_means[headline], ddof=1))
     baseline_results = {}
     for name, list_scores in baselines.items():
         values = per_list(lists, list_scores, ndcg_k, liked)
@@ -54,4 +56,4 @@ def evaluate(lists: Lists, seed_scores: list[np.ndarray], baselines: dict[str, n
                                   for metric, v in values.items()}
         results[f"{headline}_minus_{name}"] = intervals.paired_difference(
             model[headline], values[headline], seed=seed)
-    return results, baseline_results, seed_headlines
+    return results, baseline_results, seed_means

@@ -114,3 +114,13 @@ def test_seed_tolerance_is_three_standard_errors_of_the_seed_mean():
     assert intervals.seed_tolerance([1.0, 1.0], floor=0.01) == 0.01
     with pytest.raises(ValueError):
         intervals.seed_tolerance([1.0])
+
+
+def test_seed_tolerances_floor_each_name_and_fall_back_to_the_hand_set_ones_for_one_seed():
+    per_seed = {"pr_auc": [0.20, 0.22, 0.25], "hits": [10.0, 10.0, 10.0]}
+    got = intervals.seed_tolerances(per_seed, one_seed={"pr_auc": 0.03}, floors={"hits": 1.0})
+    assert got["pr_auc"] == pytest.approx(3 * np.std([0.20, 0.22, 0.25], ddof=1) / np.sqrt(3))
+    assert got["hits"] == 1.0  # no spread: the floor, one grain of the count
+    one = {"pr_auc": [0.2], "hits": [10.0]}
+    assert intervals.seed_tolerances(one, {"pr_auc": 0.03, "hits": 2}) == {"pr_auc": 0.03,
+                                                                          "hits": 2}

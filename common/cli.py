@@ -149,7 +149,16 @@ class Terminated(Exception):
     """SIGTERM arrived: ends the run like Ctrl-C (lock released, resumable)."""
 
 
-def _raise_terminated(signum, frame):
+# The signals that arrived during `run`: TensorFlow re-raises an exception raised inside
+# it (a tf.data generator, a callback) as its own error type, so the handler's exception
+# can reach `run` as another one.
+_signalled: list[int] = []
+
+
+def _on_signal(signum, frame):
+    _signalled.append(signum)
+    if signum == signal.SIGINT:
+        raise KeyboardInterrupt()
     raise Terminated()
 
 
@@ -165,10 +174,17 @@ def run(train: Callable[[Shared], dict], config: Shared) -> int:
     if main_thread:
         # Ctrl-C interrupts even where the parent started this process ignoring SIGINT
         # (a shell's background job, a test runner's worker): Python then leaves it ignored.
-        previous = (signal.signal(signal.SIGTERM, _raise_terminated),
-                    signal.signal(signal.SIGINT, signal.default_int_handler))
+        previous = (signal.signal(signal.SIGTERM, _on_signal),
+                    signal.signal(signal.SIGINT, _on_signal))
+    _signalled.clear()
     try:
-        train(config)
+        try:
+            train(config)
+        except Exception:
+            if _signalled:  # the signal's exception, re-raised as another one
+                raise (KeyboardInterrupt() if _signalled[0] == signal.SIGINT
+                       else Terminated()) from None
+            raise
         return 0
     except rundir.AlreadyFinished as finished:
         print(f"{finished}", flush=True)

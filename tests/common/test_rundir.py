@@ -208,6 +208,27 @@ def test_sigterm_ends_with_one_line_143_and_no_lock(tmp_path, capsys):
     assert not (tmp_path / "run" / "lock").exists()
 
 
+@pytest.mark.parametrize("sent, status, line", [
+    (signal.SIGTERM, 143, "terminated (SIGTERM); rerun the same command to resume"),
+    (signal.SIGINT, 130, "interrupted; rerun the same command to resume"),
+])
+def test_a_signal_re_raised_as_another_error_still_ends_as_the_signal(tmp_path, capsys, sent,
+                                                                     status, line):
+    """TensorFlow re-raises an exception raised inside it (a tf.data generator, a
+    callback) as its own error: the run still ends as the signal says, in one line."""
+    def train(config):
+        training.start("toy", config).path("x")
+        try:
+            os.kill(os.getpid(), sent)
+        except BaseException as error:
+            raise tf.errors.UnknownError(None, None, "wrapped") from error
+
+    config = Shared(model_dir=str(tmp_path / "run"), strategy="cpu")
+    assert cli.run(train, config) == status
+    assert capsys.readouterr().err.strip().splitlines() == [line]
+    assert not (tmp_path / "run" / "lock").exists()
+
+
 @pytest.mark.parametrize("error", [
     OSError(errno.ENOSPC, "No space left on device"),
     tf.errors.ResourceExhaustedError(None, None, "model.keras; No space left on device"),

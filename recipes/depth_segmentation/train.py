@@ -119,9 +119,7 @@ def train(config: Config) -> dict:
             for r in report.network_history(history, run_name(name, seed, config.seed))), 1)
     # With several seeds a reproduction may land as far from the mean as the seeds'
     # spread allows (3 standard errors); one seed has no spread to measure.
-    tolerances = ({name: intervals.seed_tolerance(values)
-                   for name, values in seed_values["multi_task"].items()}
-                  if len(seeds) > 1 else TOLERANCES)
+    tolerances = intervals.seed_tolerances(seed_values["multi_task"], TOLERANCES)
     means = {"multi_task": {k: getattr(v, "value", v) for k, v in metrics.items()},
              **{name: {k: v.value for k, v in values.items()}
                 for name, values in baselines.items()}}
